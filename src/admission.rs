@@ -1,0 +1,282 @@
+//! AdmissionReview in, AdmissionReview out: decoding the request body, turning a request into the facts
+//! the policy looks at, and turning a verdict into the response. No policy logic lives here.
+
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use serde_json::Value;
+
+use crate::policy::{self, Action, ContainerFacts, Facts, PolicySet, Verdict};
+use crate::workload::{Workload, WorkloadError, WorkloadKind};
+
+/// The only AdmissionReview version pullgate registers for.
+pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
+
+/// All warnings of one response together stay under this many bytes (the apiserver truncates past 4 KiB).
+pub const WARNINGS_BUDGET: usize = 4000;
+
+/// Why a body is not a usable AdmissionReview request.
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// Nothing was sent.
+    #[error("request body is empty; expected an AdmissionReview ({REVIEW_API_VERSION}) JSON object")]
+    Empty,
+    /// The body is not JSON (or is cut short).
+    #[error("request body is not valid JSON ({0}); expected an AdmissionReview ({REVIEW_API_VERSION})")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON, but of another type or version.
+    #[error(
+        "expected apiVersion {REVIEW_API_VERSION} and kind AdmissionReview, found apiVersion {api_version:?} and kind {kind:?}"
+    )]
+    WrongType { api_version: String, kind: String },
+    /// An AdmissionReview whose `request` is missing or has the wrong shape.
+    #[error("AdmissionReview request is invalid: {0}")]
+    InvalidRequest(String),
+    /// The body is larger than the configured limit.
+    #[error("request body is larger than the {limit}-byte limit")]
+    TooLarge { limit: usize },
+}
+
+/// A request that decoded but cannot be checked.
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// CREATE and UPDATE always carry the object.
+    #[error("{operation:?} request for {kind} carries no object")]
+    MissingObject {
+        operation: Operation,
+        kind: WorkloadKind,
+    },
+    /// The object's pod spec cannot be read.
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+}
+
+/// A decoded AdmissionReview request. The object and old object stay as JSON so the pod spec is read once.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub review: AdmissionRequest<DynamicObject>,
+    pub object: Option<Value>,
+    pub old_object: Option<Value>,
+}
+
+/// A body that could not be decoded, with the uid when it could still be read.
+#[derive(Debug)]
+pub struct BadReview {
+    pub uid: Option<String>,
+    pub error: ReviewError,
+}
+
+/// Decode a request body.
+pub fn decode(body: &[u8]) -> Result<Request, BadReview> {
+    let bad = |uid: Option<String>, error| BadReview { uid, error };
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(bad(None, ReviewError::Empty));
+    }
+    let mut value: Value =
+        serde_json::from_slice(body).map_err(|e| bad(None, ReviewError::NotJson(e)))?;
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+    let uid = value
+        .get("request")
+        .and_then(|r| r.get("uid"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let (api_version, kind) = (text(&value, "apiVersion"), text(&value, "kind"));
+    if api_version != REVIEW_API_VERSION || kind != "AdmissionReview" {
+        return Err(bad(uid, ReviewError::WrongType { api_version, kind }));
+    }
+    let mut take = |key: &str| {
+        value
+            .get_mut("request")
+            .and_then(Value::as_object_mut)
+            .and_then(|r| r.remove(key))
+            .filter(|v| !v.is_null())
+    };
+    let object = take("object");
+    let old_object = take("oldObject");
+    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
+        .map_err(|e| bad(uid.clone(), ReviewError::InvalidRequest(e.to_string())))?;
+    let review: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| {
+        bad(
+            uid.clone(),
+            ReviewError::InvalidRequest("it has no `request`".into()),
+        )
+    })?;
+    Ok(Request {
+        review,
+        object,
+        old_object,
+    })
+}
+
+/// The workload kind a request is about, or `None` when pullgate has nothing to check
+/// (DELETE, CONNECT, other kinds, subresources other than `pods/ephemeralcontainers`).
+pub fn checked_kind(req: &AdmissionRequest<DynamicObject>) -> Option<WorkloadKind> {
+    if !matches!(req.operation, Operation::Create | Operation::Update) {
+        return None;
+    }
+    let kind = WorkloadKind::from_group_kind(&req.kind.group, &req.kind.kind)?;
+    match req.sub_resource.as_deref() {
+        None | Some("") => Some(kind),
+        Some("ephemeralcontainers") if kind == WorkloadKind::Pod => Some(kind),
+        Some(_) => None,
+    }
+}
+
+/// The facts to decide on, or `None` when there is nothing to check.
+///
+/// On UPDATE only containers whose image changed (or that are new) are checked, unless what decides how
+/// images are pulled or where the pod runs changed too: scaling must never be blocked by image checks.
+pub fn facts(req: &Request) -> Result<Option<Facts>, RequestError> {
+    let Some(kind) = checked_kind(&req.review) else {
+        return Ok(None);
+    };
+    let object = req.object.as_ref().ok_or(RequestError::MissingObject {
+        operation: req.review.operation.clone(),
+        kind,
+    })?;
+    let workload = Workload::from_object(kind, object)?;
+    let old = match (&req.review.operation, &req.old_object) {
+        (Operation::Update, Some(old)) => Workload::from_object(kind, old).ok(),
+        _ => None,
+    };
+    let mut containers = workload.containers();
+    if let Some(old) = old.filter(|old| !workload.pull_context_changed(old)) {
+        let before = old.containers();
+        containers.retain(|c| {
+            !before
+                .iter()
+                .any(|b| b.list == c.list && b.name == c.name && b.image == c.image)
+        });
+    }
+    let namespace = req
+        .review
+        .namespace
+        .clone()
+        .or(workload.namespace)
+        .unwrap_or_default();
+    Ok(Some(Facts {
+        namespace,
+        labels: workload.labels,
+        containers: containers.into_iter().map(ContainerFacts::new).collect(),
+    }))
+}
+
+/// The whole decision for one decoded request.
+pub fn review(req: &Request, policies: &PolicySet) -> AdmissionResponse {
+    match facts(req) {
+        Ok(None) => AdmissionResponse::from(&req.review),
+        Ok(Some(facts)) => respond(&req.review, &policy::evaluate(&facts, policies)),
+        Err(error) => {
+            let mut response = AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));
+            response.result.code = 400;
+            response.result.reason = "BadRequest".into();
+            response
+        }
+    }
+}
+
+/// Turn a verdict into the response: denials carry 403 and one line per deny finding; warn findings
+/// become Kubernetes warnings, on denials too.
+pub fn respond(req: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> AdmissionResponse {
+    let mut response = AdmissionResponse::from(req);
+    let warnings = warnings(verdict);
+    if !warnings.is_empty() {
+        response.warnings = Some(warnings);
+    }
+    if verdict.allowed() {
+        return response;
+    }
+    let lines: Vec<String> = verdict
+        .with_action(Action::Deny)
+        .map(policy::Finding::deny_line)
+        .collect();
+    let mut response = response.deny(lines.join("\n"));
+    response.result.code = 403;
+    response.result.reason = "Forbidden".into();
+    response
+}
+
+/// Warning lines, each within Kubernetes' per-warning limit and all together within [`WARNINGS_BUDGET`].
+fn warnings(verdict: &Verdict) -> Vec<String> {
+    let all: Vec<String> = verdict
+        .with_action(Action::Warn)
+        .map(policy::Finding::warning_line)
+        .collect();
+    let mut kept = Vec::new();
+    let mut used = 0;
+    for (i, line) in all.iter().enumerate() {
+        let reserve = if i + 1 < all.len() { 64 } else { 0 };
+        if used + line.len() + reserve > WARNINGS_BUDGET {
+            kept.push(format!(
+                "[pullgate] {} more warnings not shown; run `pullgate check` for all",
+                all.len() - i
+            ));
+            break;
+        }
+        used += line.len();
+        kept.push(line.clone());
+    }
+    kept
+}
+
+/// The answer to a body that is not a usable AdmissionReview: `allowed: false` with code 400 and the reason,
+/// keeping the uid when it could be read.
+pub fn reject(bad: &BadReview) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid(format!("pullgate: {}", bad.error));
+    response.uid = bad.uid.clone().unwrap_or_default();
+    response.result.code = match bad.error {
+        ReviewError::TooLarge { .. } => 413,
+        _ => 400,
+    };
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case::empty(b"".as_slice(), "request body is empty")]
+    #[case::whitespace(b"  \n".as_slice(), "request body is empty")]
+    #[case::garbage(b"\x00\xffnot json".as_slice(), "request body is not valid JSON")]
+    #[case::truncated(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionRev"#.as_slice(), "request body is not valid JSON")]
+    #[case::array(b"[1,2]".as_slice(), "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview")]
+    #[case::v1beta1(br#"{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview"}"#.as_slice(), "found apiVersion \"admission.k8s.io/v1beta1\"")]
+    #[case::no_request(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.as_slice(), "AdmissionReview request is invalid")]
+    #[case::bad_request(br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1"}}"#.as_slice(), "AdmissionReview request is invalid")]
+    fn bad_bodies_get_a_clear_reason(#[case] body: &[u8], #[case] expected: &str) {
+        let err = decode(body).expect_err("must not decode");
+        assert!(err.error.to_string().contains(expected), "{}", err.error);
+    }
+
+    #[test]
+    fn uid_is_kept_when_readable() {
+        let body = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u1"}}"#;
+        let bad = decode(body).expect_err("invalid");
+        let response = reject(&bad);
+        assert_eq!(response.uid, "u1");
+        assert!(!response.allowed);
+        assert_eq!(response.result.code, 400);
+    }
+
+    #[test]
+    fn warnings_stay_within_the_budget() {
+        let finding = policy::Finding {
+            container: "c".into(),
+            image: "i".into(),
+            image_path: "spec.containers[0].image".into(),
+            rule: policy::RuleId::PullPolicy,
+            action: Action::Warn,
+            message: "x".repeat(300),
+            fix: "y".into(),
+        };
+        let verdict = Verdict {
+            findings: vec![finding; 100],
+        };
+        let lines = warnings(&verdict);
+        let total: usize = lines.iter().map(String::len).sum();
+        assert!(total <= WARNINGS_BUDGET + 100, "{total}");
+        assert!(lines.iter().all(|l| l.chars().count() <= policy::WARNING_MAX));
+        assert!(lines.last().is_some_and(|l| l.contains("more warnings not shown")));
+    }
+}

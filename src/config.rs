@@ -1,0 +1,192 @@
+//! Settings: the optional `--config` YAML file, validated at start-up with the file and key in each error,
+//! and the resolved configuration `serve` runs with.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::telemetry::LogFormat;
+
+/// Default limit of an AdmissionReview body (the apiserver sends far less; 8 MiB leaves room for huge pods).
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
+
+/// The `--config` file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+}
+
+/// HTTP server limits; each key defaults on its own.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ServerSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_request_bytes: usize,
+    /// How long a client may take to send the request headers.
+    pub header_read_timeout_seconds: u64,
+    /// How long the TLS handshake may take.
+    pub handshake_timeout_seconds: u64,
+    /// How often policy and certificate files are checked for changes.
+    pub reload_interval_seconds: u64,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            header_read_timeout_seconds: 10,
+            handshake_timeout_seconds: 10,
+            reload_interval_seconds: 2,
+            shutdown_grace_seconds: 25,
+        }
+    }
+}
+
+/// YAML parsing options for pullgate's own files: YAML 1.2 booleans, so `action: off` stays the word "off".
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.strict_booleans = true;
+    options
+}
+
+/// Why the config file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not YAML.
+    #[error("{file}: not valid YAML: {reason}")]
+    Yaml { file: PathBuf, reason: String },
+    /// A key is unknown, misspelled or has a value of the wrong type or range.
+    #[error("{file}: {key}: {reason}")]
+    Invalid {
+        file: PathBuf,
+        key: String,
+        reason: String,
+    },
+}
+
+impl Settings {
+    /// Read and validate a config file.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+            file: file.to_owned(),
+            source,
+        })?;
+        Self::parse(file, &text)
+    }
+
+    /// Validate the text of a config file; `file` is only used in errors.
+    pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
+        let value: serde_json::Value =
+            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| ConfigError::Yaml {
+                file: file.to_owned(),
+                reason: e.to_string(),
+            })?;
+        if value.is_null() {
+            return Ok(Self::default());
+        }
+        let settings: Self = serde_path_to_error::deserialize(&value).map_err(|e| {
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                key: e.path().to_string(),
+                reason: e.into_inner().to_string(),
+            }
+        })?;
+        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+            file: file.to_owned(),
+            key: key.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let s = &settings.server;
+        if s.max_request_bytes < 1024 {
+            return Err(invalid("server.maxRequestBytes", "must be at least 1024"));
+        }
+        for (key, value) in [
+            ("server.headerReadTimeoutSeconds", s.header_read_timeout_seconds),
+            ("server.handshakeTimeoutSeconds", s.handshake_timeout_seconds),
+            ("server.reloadIntervalSeconds", s.reload_interval_seconds),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// PEM files, reloaded when they change.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A self-signed CA and serving certificate generated at start-up into this directory.
+    Generate { dir: PathBuf },
+}
+
+/// Everything `serve` runs with, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub tls: TlsSource,
+    pub policies_dir: PathBuf,
+    pub settings: Settings,
+    pub log_format: LogFormat,
+}
+
+impl ServerSettings {
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_seconds)
+    }
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_seconds)
+    }
+    pub fn reload_interval(&self) -> Duration {
+        Duration::from_secs(self.reload_interval_seconds)
+    }
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(
+            Settings::parse(Path::new("c.yaml"), "").expect("valid"),
+            Settings::default()
+        );
+    }
+
+    #[test]
+    fn keys_default_individually() {
+        let s = Settings::parse(Path::new("c.yaml"), "server: {maxRequestBytes: 2048}").expect("valid");
+        assert_eq!(s.server.max_request_bytes, 2048);
+        assert_eq!(s.server.header_read_timeout_seconds, 10);
+    }
+
+    #[rstest]
+    #[case::unknown_top("serverz: {}", "c.yaml: serverz")]
+    #[case::unknown_nested("server: {maxRequestByte: 5}", "c.yaml: server")]
+    #[case::wrong_type("server: {maxRequestBytes: lots}", "c.yaml: server.maxRequestBytes")]
+    #[case::too_small("server: {maxRequestBytes: 10}", "c.yaml: server.maxRequestBytes: must be at least 1024")]
+    fn invalid_files_name_the_key(#[case] text: &str, #[case] expected: &str) {
+        let err = Settings::parse(Path::new("c.yaml"), text).expect_err("invalid");
+        assert!(err.to_string().starts_with(expected), "{err}");
+    }
+}

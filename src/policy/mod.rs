@@ -1,0 +1,378 @@
+//! The decision: policy files and the pure `evaluate(facts, policies) -> Verdict`.
+//!
+//! Nothing here does I/O except [`PolicySet::load`], which reads the policy directory. `evaluate` takes
+//! plain data and returns plain data, so every rule is tested by tables of cases.
+
+mod file;
+pub mod glob;
+mod rules;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{ImageRef, ImageRefError};
+use crate::workload::ContainerSpec;
+pub use file::{
+    API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope, policy_files,
+    default_deprecations, load_dir, parse_file,
+};
+use glob::Glob;
+
+/// Stable rule ids. Each appears in every message as `[rule-id]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuleId {
+    ImageReferenceValid,
+    TagNotLatest,
+    PullPolicy,
+    DigestPinned,
+    RegistryAllowed,
+    RegistryDeprecated,
+}
+
+impl RuleId {
+    /// Every rule, in the order the README documents them.
+    pub const ALL: [RuleId; 6] = [
+        Self::ImageReferenceValid,
+        Self::TagNotLatest,
+        Self::PullPolicy,
+        Self::DigestPinned,
+        Self::RegistryAllowed,
+        Self::RegistryDeprecated,
+    ];
+
+    /// The id as written in policy files and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ImageReferenceValid => "image-reference-valid",
+            Self::TagNotLatest => "tag-not-latest",
+            Self::PullPolicy => "pull-policy",
+            Self::DigestPinned => "digest-pinned",
+            Self::RegistryAllowed => "registry-allowed",
+            Self::RegistryDeprecated => "registry-deprecated",
+        }
+    }
+
+    /// The action a rule takes when a policy lists it without one.
+    pub fn default_action(self) -> Action {
+        match self {
+            Self::PullPolicy | Self::RegistryDeprecated => Action::Warn,
+            Self::ImageReferenceValid
+            | Self::TagNotLatest
+            | Self::DigestPinned
+            | Self::RegistryAllowed => Action::Deny,
+        }
+    }
+}
+
+impl fmt::Display for RuleId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a rule does when it fires.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Off,
+    Warn,
+    Deny,
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Off => "off",
+            Self::Warn => "warn",
+            Self::Deny => "deny",
+        })
+    }
+}
+
+/// What the decision looks at: one pod spec's containers and the object's scope.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub containers: Vec<ContainerFacts>,
+}
+
+/// One container to check, with its image parsed once.
+#[derive(Debug, Clone)]
+pub struct ContainerFacts {
+    pub spec: ContainerSpec,
+    pub image: Result<ImageRef, ImageRefError>,
+}
+
+impl ContainerFacts {
+    /// Parse the container's image.
+    pub fn new(spec: ContainerSpec) -> Self {
+        let image = spec.image.parse();
+        Self { spec, image }
+    }
+
+    /// What image globs are matched against: the normalised `registry/repository`, or the text as written
+    /// when it does not parse.
+    fn scope_name(&self) -> String {
+        match &self.image {
+            Ok(image) => image.name(),
+            Err(_) => self.spec.image.clone(),
+        }
+    }
+}
+
+/// One rule firing on one container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub container: String,
+    pub image: String,
+    /// Field path of the image, e.g. `spec.template.spec.containers[0].image`.
+    pub image_path: String,
+    pub rule: RuleId,
+    pub action: Action,
+    /// The cause, naming what is wrong.
+    pub message: String,
+    /// What to do about it.
+    pub fix: String,
+}
+
+/// Longest warning Kubernetes passes through without truncating.
+pub const WARNING_MAX: usize = 256;
+
+impl Finding {
+    /// The line in a denial message: names the container, the image, the rule, the cause and the fix.
+    pub fn deny_line(&self) -> String {
+        format!(
+            "container {:?} (image {}): [{}] {} — {}",
+            self.container, self.image, self.rule, self.message, self.fix
+        )
+    }
+
+    /// A Kubernetes-style warning: `<field path>: [rule] cause — fix`, cut to [`WARNING_MAX`] characters.
+    pub fn warning_line(&self) -> String {
+        let line = format!(
+            "{}: [{}] {} — {}",
+            self.image_path, self.rule, self.message, self.fix
+        );
+        truncate_chars(&line, WARNING_MAX)
+    }
+}
+
+/// Cut a string to at most `max` characters, marking the cut with `…`.
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+/// The outcome: every finding, in container order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Verdict {
+    pub findings: Vec<Finding>,
+}
+
+impl Verdict {
+    /// True when no finding denies.
+    pub fn allowed(&self) -> bool {
+        !self.findings.iter().any(|f| f.action == Action::Deny)
+    }
+
+    /// Findings with the given action.
+    pub fn with_action(&self, action: Action) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(move |f| f.action == action)
+    }
+}
+
+/// A rule with its settings, ready to run.
+#[derive(Debug, Clone)]
+enum RuleConfig {
+    ImageReferenceValid,
+    TagNotLatest,
+    PullPolicy,
+    DigestPinned,
+    RegistryAllowed { allow: Vec<Glob>, deny: Vec<Glob> },
+    RegistryDeprecated { moves: Vec<Deprecation> },
+}
+
+impl RuleConfig {
+    fn id(&self) -> RuleId {
+        match self {
+            Self::ImageReferenceValid => RuleId::ImageReferenceValid,
+            Self::TagNotLatest => RuleId::TagNotLatest,
+            Self::PullPolicy => RuleId::PullPolicy,
+            Self::DigestPinned => RuleId::DigestPinned,
+            Self::RegistryAllowed { .. } => RuleId::RegistryAllowed,
+            Self::RegistryDeprecated { .. } => RuleId::RegistryDeprecated,
+        }
+    }
+}
+
+/// One policy, compiled: its scope and the rules it runs (rules set to `off` are dropped).
+#[derive(Debug, Clone)]
+struct CompiledPolicy {
+    include: Scope,
+    exclude: Scope,
+    rules: Vec<(Action, RuleConfig)>,
+}
+
+impl CompiledPolicy {
+    fn compile(document: &PolicyDocument) -> Self {
+        let r = &document.spec.rules;
+        let simple = |setting: &Option<file::SimpleRule>, config: RuleConfig| {
+            setting
+                .as_ref()
+                .map(|s| (s.action.unwrap_or(config.id().default_action()), config))
+        };
+        let candidates = [
+            simple(&r.image_reference_valid, RuleConfig::ImageReferenceValid),
+            simple(&r.tag_not_latest, RuleConfig::TagNotLatest),
+            simple(&r.pull_policy, RuleConfig::PullPolicy),
+            simple(&r.digest_pinned, RuleConfig::DigestPinned),
+            r.registry_allowed.as_ref().map(|s| {
+                (
+                    s.action.unwrap_or(RuleId::RegistryAllowed.default_action()),
+                    RuleConfig::RegistryAllowed {
+                        allow: s.allow.clone(),
+                        deny: s.deny.clone(),
+                    },
+                )
+            }),
+            r.registry_deprecated.as_ref().map(|s| {
+                (
+                    s.action
+                        .unwrap_or(RuleId::RegistryDeprecated.default_action()),
+                    RuleConfig::RegistryDeprecated {
+                        moves: s.registries.clone().unwrap_or_else(default_deprecations),
+                    },
+                )
+            }),
+        ];
+        Self {
+            include: document.spec.include.clone(),
+            exclude: document.spec.exclude.clone(),
+            rules: candidates
+                .into_iter()
+                .flatten()
+                .filter(|(action, _)| *action != Action::Off)
+                .collect(),
+        }
+    }
+
+    /// Whether the policy applies to the object at all (namespace and labels).
+    fn applies_to_object(&self, facts: &Facts) -> bool {
+        let included = (self.include.namespaces.is_empty()
+            || Glob::any(&self.include.namespaces, &facts.namespace))
+            && labels_match(&self.include.labels, &facts.labels);
+        let excluded = Glob::any(&self.exclude.namespaces, &facts.namespace)
+            || (!self.exclude.labels.is_empty()
+                && labels_match(&self.exclude.labels, &facts.labels));
+        included && !excluded
+    }
+
+    /// Whether the policy applies to one container's image.
+    fn applies_to_image(&self, name: &str) -> bool {
+        (self.include.images.is_empty() || Glob::any(&self.include.images, name))
+            && !Glob::any(&self.exclude.images, name)
+    }
+}
+
+/// Every `key: value` of `wanted` is among `labels`.
+fn labels_match(wanted: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> bool {
+    wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
+}
+
+/// Every loaded policy, compiled. Each applies independently to the objects in its scope.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: Vec<CompiledPolicy>,
+    names: Vec<String>,
+}
+
+impl PolicySet {
+    /// Load and validate every policy file in `dir`.
+    pub fn load(dir: &Path) -> Result<Self, PolicyError> {
+        Ok(Self::from_loaded(&load_dir(dir)?))
+    }
+
+    /// Compile already parsed policies.
+    pub fn from_loaded(loaded: &[LoadedPolicy]) -> Self {
+        Self {
+            policies: loaded
+                .iter()
+                .map(|p| CompiledPolicy::compile(&p.document))
+                .collect(),
+            names: loaded
+                .iter()
+                .map(|p| p.document.metadata.name.clone())
+                .collect(),
+        }
+    }
+
+    /// Names of the policies, in load order.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+/// Decide. Pure: the same facts and policies always give the same verdict.
+///
+/// When several policies report the same rule for the same container, the strictest action is kept.
+pub fn evaluate(facts: &Facts, policies: &PolicySet) -> Verdict {
+    let mut findings: Vec<Finding> = Vec::new();
+    for policy in policies
+        .policies
+        .iter()
+        .filter(|p| p.applies_to_object(facts))
+    {
+        for container in &facts.containers {
+            if !policy.applies_to_image(&container.scope_name()) {
+                continue;
+            }
+            for (action, config) in &policy.rules {
+                let Some(outcome) = rules::check(config, container) else {
+                    continue;
+                };
+                let finding = Finding {
+                    container: container.spec.name.clone(),
+                    image: container.spec.image.clone(),
+                    image_path: container.spec.image_path.clone(),
+                    rule: config.id(),
+                    action: *action,
+                    message: outcome.message,
+                    fix: outcome.fix,
+                };
+                merge(&mut findings, finding);
+            }
+        }
+    }
+    let order = |f: &Finding| {
+        facts
+            .containers
+            .iter()
+            .position(|c| c.spec.image_path == f.image_path)
+    };
+    findings.sort_by_key(|f| (order(f), f.rule));
+    Verdict { findings }
+}
+
+/// Add a finding, or make an existing one for the same container and rule stricter.
+fn merge(findings: &mut Vec<Finding>, finding: Finding) {
+    match findings
+        .iter_mut()
+        .find(|f| f.image_path == finding.image_path && f.rule == finding.rule)
+    {
+        Some(existing) if finding.action > existing.action => *existing = finding,
+        Some(_) => {}
+        None => findings.push(finding),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,123 @@
+//! The static rules: each looks at one container's image reference and pull policy and, when it fires,
+//! says what is wrong and how to fix it. Wording follows the troubleshooting guide pullgate encodes.
+
+use super::{ContainerFacts, RuleConfig};
+use crate::image::ImageRef;
+
+/// What a rule says when it fires.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Outcome {
+    pub message: String,
+    pub fix: String,
+}
+
+fn outcome(message: impl Into<String>, fix: impl Into<String>) -> Option<Outcome> {
+    Some(Outcome {
+        message: message.into(),
+        fix: fix.into(),
+    })
+}
+
+/// Run one rule on one container.
+pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<Outcome> {
+    let image = match (&container.image, config) {
+        (Err(error), RuleConfig::ImageReferenceValid) => {
+            return outcome(
+                format!("invalid image reference: {error} (kubelet: InvalidImageName)"),
+                "write it as [registry/]repository[:tag][@sha256:digest], repository in lowercase",
+            );
+        }
+        // The other rules have nothing to say about a reference that does not parse.
+        (Err(_), _) => return None,
+        (Ok(image), _) => image,
+    };
+    match config {
+        RuleConfig::ImageReferenceValid => None,
+        RuleConfig::TagNotLatest => tag_not_latest(image),
+        RuleConfig::PullPolicy => pull_policy(image, container.spec.pull_policy.as_deref()),
+        RuleConfig::DigestPinned => image.digest().is_none().then(|| Outcome {
+            message: "image is not pinned by digest".into(),
+            fix: format!("use {}@sha256:<digest>", image.name()),
+        }),
+        RuleConfig::RegistryAllowed { allow, deny } => {
+            let name = image.name();
+            if let Some(pattern) = deny.iter().find(|g| g.matches(&name)) {
+                return outcome(
+                    format!("{name} matches the denied pattern {:?}", pattern.to_string()),
+                    "use an image from an allowed registry",
+                );
+            }
+            if !allow.is_empty() && !allow.iter().any(|g| g.matches(&name)) {
+                let list: Vec<String> = allow.iter().map(ToString::to_string).collect();
+                return outcome(
+                    format!("{name} is not from an allowed registry"),
+                    format!("use an image matching {}", list.join(", ")),
+                );
+            }
+            None
+        }
+        RuleConfig::RegistryDeprecated { moves } => {
+            let name = image.name();
+            moves.iter().find_map(|m| {
+                let rest = name.strip_prefix(&m.from)?;
+                let on_boundary = rest.is_empty() || rest.starts_with('/');
+                on_boundary.then(|| Outcome {
+                    message: format!("registry {} is frozen", m.from),
+                    fix: format!("use {}{}", m.to, reference_suffix(image, rest)),
+                })
+            })
+        }
+    }
+}
+
+/// `rest` of the repository path followed by the tag and digest, to show the replacement reference.
+fn reference_suffix(image: &ImageRef, rest: &str) -> String {
+    let mut suffix = rest.to_owned();
+    if let Some(tag) = image.tag() {
+        suffix.push(':');
+        suffix.push_str(tag);
+    }
+    if let Some(digest) = image.digest() {
+        suffix.push('@');
+        suffix.push_str(&digest.to_string());
+    }
+    suffix
+}
+
+fn tag_not_latest(image: &ImageRef) -> Option<Outcome> {
+    if !image.is_latest() {
+        return None;
+    }
+    let message = if image.tag().is_none() {
+        "no tag means \"latest\", which moves under you"
+    } else {
+        "tag \"latest\" is mutable: what runs can change without a deploy"
+    };
+    outcome(
+        message,
+        format!("pin a version tag or a digest ({}@sha256:…)", image.name()),
+    )
+}
+
+/// The pull policy Kubernetes applies when none is written: `Always` for latest/untagged, else `IfNotPresent`.
+pub(super) fn effective_pull_policy<'a>(image: &ImageRef, written: Option<&'a str>) -> &'a str {
+    match written {
+        Some(policy) => policy,
+        None if image.is_latest() => "Always",
+        None => "IfNotPresent",
+    }
+}
+
+fn pull_policy(image: &ImageRef, written: Option<&str>) -> Option<Outcome> {
+    match effective_pull_policy(image, written) {
+        "Never" => outcome(
+            "imagePullPolicy Never runs whatever the node has cached; it cannot be verified",
+            "use IfNotPresent with a pinned tag, or Always",
+        ),
+        "IfNotPresent" if image.is_latest() => outcome(
+            "IfNotPresent with a mutable tag lets nodes run stale copies",
+            "pin a version tag or digest, or set imagePullPolicy: Always",
+        ),
+        _ => None,
+    }
+}

@@ -1,0 +1,207 @@
+//! Table tests of `evaluate`: every static rule, scoping, merging and message shape.
+
+use std::path::Path;
+
+use rstest::rstest;
+
+use super::*;
+use crate::workload::ContainerList;
+
+fn container(name: &str, image: &str, pull_policy: Option<&str>) -> ContainerFacts {
+    ContainerFacts::new(ContainerSpec {
+        list: ContainerList::Containers,
+        index: 0,
+        name: name.into(),
+        image: image.into(),
+        pull_policy: pull_policy.map(Into::into),
+        image_path: format!("spec.containers[{name}].image"),
+    })
+}
+
+fn facts(namespace: &str, containers: Vec<ContainerFacts>) -> Facts {
+    Facts {
+        namespace: namespace.into(),
+        labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
+        containers,
+    }
+}
+
+fn policies(yaml: &str) -> PolicySet {
+    let docs = parse_file(Path::new("test.yaml"), yaml).expect("test policy parses");
+    let loaded: Vec<LoadedPolicy> = docs
+        .into_iter()
+        .map(|document| LoadedPolicy {
+            file: "test.yaml".into(),
+            document,
+        })
+        .collect();
+    PolicySet::from_loaded(&loaded)
+}
+
+fn policy_with(rules: &str) -> PolicySet {
+    policies(&format!(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: t}}\nspec:\n  rules:\n{rules}"
+    ))
+}
+
+/// (rule, action) of each finding.
+fn fired(verdict: &Verdict) -> Vec<(RuleId, Action)> {
+    verdict.findings.iter().map(|f| (f.rule, f.action)).collect()
+}
+
+const ALL_DEFAULTS: &str = "    image-reference-valid: {}\n    tag-not-latest: {}\n    pull-policy: {}\n    registry-deprecated: {}\n";
+
+#[rstest]
+#[case::pinned_tag("nginx:1.25.3", None, vec![])]
+#[case::explicit_latest("nginx:latest", Some("Always"), vec![(RuleId::TagNotLatest, Action::Deny)])]
+#[case::untagged("nginx", Some("Always"), vec![(RuleId::TagNotLatest, Action::Deny)])]
+#[case::port_is_not_a_tag("registry.example.com:5000/app", Some("Always"), vec![(RuleId::TagNotLatest, Action::Deny)])]
+#[case::digest_only("app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", None, vec![])]
+#[case::latest_pinned_by_digest("app:latest@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", Some("IfNotPresent"), vec![])]
+#[case::latest_if_not_present("nginx:latest", Some("IfNotPresent"), vec![(RuleId::TagNotLatest, Action::Deny), (RuleId::PullPolicy, Action::Warn)])]
+#[case::never("nginx:1.25.3", Some("Never"), vec![(RuleId::PullPolicy, Action::Warn)])]
+#[case::unset_policy_latest_defaults_to_always("nginx:latest", None, vec![(RuleId::TagNotLatest, Action::Deny)])]
+#[case::uppercase("Nginx:1.0", None, vec![(RuleId::ImageReferenceValid, Action::Deny)])]
+#[case::empty("", None, vec![(RuleId::ImageReferenceValid, Action::Deny)])]
+#[case::deprecated("k8s.gcr.io/pause:3.9", None, vec![(RuleId::RegistryDeprecated, Action::Warn)])]
+#[case::deprecated_path_prefix("gcr.io/google-containers/pause:3.1", None, vec![(RuleId::RegistryDeprecated, Action::Warn)])]
+#[case::not_deprecated_lookalike("k8s.gcr.io.example.com/pause:3.9", None, vec![])]
+fn default_rules(
+    #[case] image: &str,
+    #[case] pull_policy: Option<&str>,
+    #[case] expected: Vec<(RuleId, Action)>,
+) {
+    let verdict = evaluate(
+        &facts("demo", vec![container("app", image, pull_policy)]),
+        &policy_with(ALL_DEFAULTS),
+    );
+    assert_eq!(fired(&verdict), expected);
+    assert_eq!(
+        verdict.allowed(),
+        !expected.iter().any(|(_, a)| *a == Action::Deny)
+    );
+}
+
+#[rstest]
+#[case::digest_pinned_fires("    digest-pinned: {action: deny}\n", "nginx:1.25.3", vec![(RuleId::DigestPinned, Action::Deny)])]
+#[case::digest_pinned_passes("    digest-pinned: {action: deny}\n", "nginx@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef", vec![])]
+#[case::allowed_registry("    registry-allowed: {allow: [\"registry.example.com/*\"]}\n", "registry.example.com/team/app:1", vec![])]
+#[case::not_allowed_registry("    registry-allowed: {allow: [\"registry.example.com/*\"]}\n", "nginx:1.25.3", vec![(RuleId::RegistryAllowed, Action::Deny)])]
+#[case::denied_registry("    registry-allowed: {action: warn, deny: [\"docker.io/*\"]}\n", "nginx:1.25.3", vec![(RuleId::RegistryAllowed, Action::Warn)])]
+#[case::off_rule("    tag-not-latest: {action: off}\n", "nginx:latest", vec![])]
+#[case::warn_rule("    tag-not-latest: {action: warn}\n", "nginx:latest", vec![(RuleId::TagNotLatest, Action::Warn)])]
+#[case::unlisted_rule_does_not_run("    digest-pinned: {action: off}\n", "nginx:latest", vec![])]
+#[case::custom_deprecation("    registry-deprecated: {registries: [{from: old.example.com, to: new.example.com}]}\n", "old.example.com/a:1", vec![(RuleId::RegistryDeprecated, Action::Warn)])]
+fn configured_rules(
+    #[case] rules: &str,
+    #[case] image: &str,
+    #[case] expected: Vec<(RuleId, Action)>,
+) {
+    let verdict = evaluate(
+        &facts("demo", vec![container("app", image, Some("IfNotPresent"))]),
+        &policy_with(rules),
+    );
+    assert_eq!(fired(&verdict), expected);
+}
+
+const SCOPED: &str = r#"
+apiVersion: pullgate.dev/v1alpha1
+kind: ImagePolicy
+metadata: {name: scoped}
+spec:
+  include: {namespaces: ["team-*"], labels: {app: web}}
+  exclude: {namespaces: [team-legacy], images: ["registry.internal/legacy/*"]}
+  rules:
+    tag-not-latest: {}
+"#;
+
+#[rstest]
+#[case::included_namespace("team-a", "nginx:latest", 1)]
+#[case::other_namespace("default", "nginx:latest", 0)]
+#[case::excluded_namespace("team-legacy", "nginx:latest", 0)]
+#[case::excluded_image("team-a", "registry.internal/legacy/app:latest", 0)]
+#[case::image_glob_is_normalised("team-a", "registry.internal/legacy/app", 0)]
+fn scoping(#[case] namespace: &str, #[case] image: &str, #[case] count: usize) {
+    let verdict = evaluate(
+        &facts(namespace, vec![container("app", image, None)]),
+        &policies(SCOPED),
+    );
+    assert_eq!(verdict.findings.len(), count);
+}
+
+#[test]
+fn label_scoping_requires_every_label() {
+    let mut f = facts("team-a", vec![container("app", "nginx:latest", None)]);
+    f.labels.clear();
+    assert!(evaluate(&f, &policies(SCOPED)).findings.is_empty());
+}
+
+#[test]
+fn strictest_action_wins_across_policies() {
+    let two = format!(
+        "{}---\n{}",
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: a}\nspec:\n  rules:\n    tag-not-latest: {action: warn}\n",
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: b}\nspec:\n  rules:\n    tag-not-latest: {action: deny}\n"
+    );
+    let verdict = evaluate(
+        &facts("demo", vec![container("app", "nginx", None)]),
+        &policies(&two),
+    );
+    assert_eq!(fired(&verdict), vec![(RuleId::TagNotLatest, Action::Deny)]);
+}
+
+#[test]
+fn findings_follow_container_order() {
+    let verdict = evaluate(
+        &facts(
+            "demo",
+            vec![
+                container("first", "nginx:latest", Some("Always")),
+                container("second", "Bad", None),
+            ],
+        ),
+        &policy_with(ALL_DEFAULTS),
+    );
+    let names: Vec<&str> = verdict
+        .findings
+        .iter()
+        .map(|f| f.container.as_str())
+        .collect();
+    assert_eq!(names, ["first", "second"]);
+}
+
+#[test]
+fn deny_line_names_container_image_rule_and_fix() {
+    let verdict = evaluate(
+        &facts("demo", vec![container("app", "nginx:latest", Some("Always"))]),
+        &policy_with(ALL_DEFAULTS),
+    );
+    let line = verdict.findings[0].deny_line();
+    assert!(
+        line.starts_with("container \"app\" (image nginx:latest): [tag-not-latest] "),
+        "{line}"
+    );
+    assert!(line.contains("pin a version tag or a digest"), "{line}");
+}
+
+#[test]
+fn every_warning_fits_kubernetes_limits() {
+    let long = format!("k8s.gcr.io/{}:1", "a".repeat(200));
+    let verdict = evaluate(
+        &facts("demo", vec![container("app", &long, None)]),
+        &policy_with(ALL_DEFAULTS),
+    );
+    let warning = verdict.findings[0].warning_line();
+    assert!(warning.chars().count() <= WARNING_MAX, "{warning}");
+    assert!(warning.ends_with('…'));
+}
+
+#[test]
+fn typical_warning_is_short() {
+    let verdict = evaluate(
+        &facts("demo", vec![container("app", "k8s.gcr.io/pause:3.9", None)]),
+        &policy_with(ALL_DEFAULTS),
+    );
+    let warning = verdict.findings[0].warning_line();
+    assert!(warning.chars().count() <= 120, "{warning}");
+}

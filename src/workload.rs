@@ -1,0 +1,353 @@
+//! Workloads: every kind that carries a pod spec (Pod, Deployment, ..., CronJob) reduced to one view of
+//! the pod spec — its container lists, pull secrets, ServiceAccount and scheduling constraints — with the
+//! field path that Kubernetes uses for each container, so that messages point at the right line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer, PodSpec};
+use serde_json::Value;
+
+/// The kinds that carry a pod spec, with where in the object that spec lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Pod,
+    Deployment,
+    ReplicaSet,
+    StatefulSet,
+    DaemonSet,
+    Job,
+    CronJob,
+    ReplicationController,
+    PodTemplate,
+}
+
+impl WorkloadKind {
+    /// Every kind, in the order the README lists them.
+    pub const ALL: [WorkloadKind; 9] = [
+        Self::Pod,
+        Self::Deployment,
+        Self::ReplicaSet,
+        Self::StatefulSet,
+        Self::DaemonSet,
+        Self::Job,
+        Self::CronJob,
+        Self::ReplicationController,
+        Self::PodTemplate,
+    ];
+
+    /// The kind for an API group and kind name, or `None` for kinds that carry no pod spec.
+    pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
+        let found = match (group, kind) {
+            ("", "Pod") => Self::Pod,
+            ("apps", "Deployment") => Self::Deployment,
+            ("apps", "ReplicaSet") => Self::ReplicaSet,
+            ("apps", "StatefulSet") => Self::StatefulSet,
+            ("apps", "DaemonSet") => Self::DaemonSet,
+            ("batch", "Job") => Self::Job,
+            ("batch", "CronJob") => Self::CronJob,
+            ("", "ReplicationController") => Self::ReplicationController,
+            ("", "PodTemplate") => Self::PodTemplate,
+            _ => return None,
+        };
+        Some(found)
+    }
+
+    /// The kind's name as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pod => "Pod",
+            Self::Deployment => "Deployment",
+            Self::ReplicaSet => "ReplicaSet",
+            Self::StatefulSet => "StatefulSet",
+            Self::DaemonSet => "DaemonSet",
+            Self::Job => "Job",
+            Self::CronJob => "CronJob",
+            Self::ReplicationController => "ReplicationController",
+            Self::PodTemplate => "PodTemplate",
+        }
+    }
+
+    /// Path of the pod spec inside the object, as field names.
+    fn spec_path(self) -> &'static [&'static str] {
+        match self {
+            Self::Pod => &["spec"],
+            Self::PodTemplate => &["template", "spec"],
+            Self::CronJob => &["spec", "jobTemplate", "spec", "template", "spec"],
+            Self::Deployment
+            | Self::ReplicaSet
+            | Self::StatefulSet
+            | Self::DaemonSet
+            | Self::Job
+            | Self::ReplicationController => &["spec", "template", "spec"],
+        }
+    }
+}
+
+impl fmt::Display for WorkloadKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which container list of the pod spec a container is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ContainerList {
+    InitContainers,
+    Containers,
+    EphemeralContainers,
+}
+
+impl ContainerList {
+    /// The field name in the pod spec.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::InitContainers => "initContainers",
+            Self::Containers => "containers",
+            Self::EphemeralContainers => "ephemeralContainers",
+        }
+    }
+}
+
+/// One container of a workload, with where it sits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub list: ContainerList,
+    pub index: usize,
+    pub name: String,
+    /// The image exactly as written (may be empty or invalid: the policy reports that).
+    pub image: String,
+    /// `Always`, `IfNotPresent` or `Never` as written; `None` when unset.
+    pub pull_policy: Option<String>,
+    /// Field path of the `image` field, e.g. `spec.template.spec.containers[0].image`.
+    pub image_path: String,
+}
+
+/// The pod-spec view of a workload.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub kind: WorkloadKind,
+    pub namespace: Option<String>,
+    pub name: String,
+    /// The object's own labels (used by policy scoping).
+    pub labels: BTreeMap<String, String>,
+    pub spec: PodSpec,
+}
+
+/// Why an object could not be read as its kind.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkloadError {
+    /// The object has no pod spec where its kind puts one.
+    #[error("{kind} has no pod spec at .{path}")]
+    MissingSpec { kind: WorkloadKind, path: String },
+    /// The pod spec is there but does not have the shape of a PodSpec.
+    #[error("{kind} pod spec at .{path} is not a valid PodSpec: {source}")]
+    InvalidSpec {
+        kind: WorkloadKind,
+        path: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+impl Workload {
+    /// Read the pod spec of an object of the given kind.
+    pub fn from_object(kind: WorkloadKind, object: &Value) -> Result<Self, WorkloadError> {
+        let path = kind.spec_path();
+        let dotted = path.join(".");
+        let spec_value = path
+            .iter()
+            .try_fold(object, |v, key| v.get(key))
+            .ok_or_else(|| WorkloadError::MissingSpec {
+                kind,
+                path: dotted.clone(),
+            })?;
+        let spec = <PodSpec as serde::Deserialize>::deserialize(spec_value).map_err(|source| {
+            WorkloadError::InvalidSpec {
+                kind,
+                path: dotted,
+                source,
+            }
+        })?;
+        let metadata = object.get("metadata");
+        let text = |key: &str| {
+            metadata
+                .and_then(|m| m.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        let labels = metadata
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Self {
+            kind,
+            namespace: text("namespace"),
+            name: text("name")
+                .or_else(|| text("generateName"))
+                .unwrap_or_default(),
+            labels,
+            spec,
+        })
+    }
+
+    /// Dotted prefix of the pod spec, as used in warnings (`spec.template.spec`).
+    pub fn spec_prefix(&self) -> String {
+        self.kind.spec_path().join(".")
+    }
+
+    /// Every container of every list, init containers first.
+    pub fn containers(&self) -> Vec<ContainerSpec> {
+        let prefix = self.spec_prefix();
+        let entry = |list: ContainerList,
+                     index: usize,
+                     name: &String,
+                     image: &Option<String>,
+                     policy: &Option<String>| ContainerSpec {
+            list,
+            index,
+            name: name.clone(),
+            image: image.clone().unwrap_or_default(),
+            pull_policy: policy.clone(),
+            image_path: format!("{prefix}.{}[{index}].image", list.field()),
+        };
+        let init = self.spec.init_containers.iter().flatten();
+        let ephemeral = self.spec.ephemeral_containers.iter().flatten();
+        let plain = |list, (i, c): (usize, &Container)| {
+            entry(list, i, &c.name, &c.image, &c.image_pull_policy)
+        };
+        init.enumerate()
+            .map(|ic| plain(ContainerList::InitContainers, ic))
+            .chain(
+                self.spec
+                    .containers
+                    .iter()
+                    .enumerate()
+                    .map(|c| plain(ContainerList::Containers, c)),
+            )
+            .chain(ephemeral.enumerate().map(|(i, c): (usize, &EphemeralContainer)| {
+                entry(
+                    ContainerList::EphemeralContainers,
+                    i,
+                    &c.name,
+                    &c.image,
+                    &c.image_pull_policy,
+                )
+            }))
+            .collect()
+    }
+
+    /// True when what decides how images are pulled or where the pod runs differs between two versions:
+    /// pull secrets, ServiceAccount, node selector, affinity or tolerations.
+    pub fn pull_context_changed(&self, old: &Workload) -> bool {
+        let (a, b) = (&self.spec, &old.spec);
+        a.image_pull_secrets != b.image_pull_secrets
+            || a.service_account_name != b.service_account_name
+            || a.node_selector != b.node_selector
+            || a.affinity != b.affinity
+            || a.node_name != b.node_name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::json;
+
+    fn pod_spec() -> Value {
+        json!({
+            "initContainers": [{"name": "init", "image": "busybox:1.36"}],
+            "containers": [{"name": "app", "image": "nginx:latest", "imagePullPolicy": "IfNotPresent"}],
+        })
+    }
+
+    #[rstest]
+    #[case::pod("", "Pod", json!({"spec": pod_spec()}), "spec")]
+    #[case::deployment("apps", "Deployment", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
+    #[case::replicaset("apps", "ReplicaSet", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
+    #[case::statefulset("apps", "StatefulSet", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
+    #[case::daemonset("apps", "DaemonSet", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
+    #[case::job("batch", "Job", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
+    #[case::cronjob("batch", "CronJob", json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod_spec()}}}}}), "spec.jobTemplate.spec.template.spec")]
+    #[case::rc("", "ReplicationController", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
+    #[case::podtemplate("", "PodTemplate", json!({"template": {"spec": pod_spec()}}), "template.spec")]
+    fn every_kind_yields_its_containers_with_paths(
+        #[case] group: &str,
+        #[case] kind: &str,
+        #[case] object: Value,
+        #[case] prefix: &str,
+    ) {
+        let kind = WorkloadKind::from_group_kind(group, kind).expect("known kind");
+        let workload = Workload::from_object(kind, &object).expect("readable");
+        let containers = workload.containers();
+        assert_eq!(containers.len(), 2);
+        assert_eq!(containers[0].list, ContainerList::InitContainers);
+        assert_eq!(
+            containers[0].image_path,
+            format!("{prefix}.initContainers[0].image")
+        );
+        assert_eq!(containers[1].name, "app");
+        assert_eq!(containers[1].image, "nginx:latest");
+        assert_eq!(containers[1].pull_policy.as_deref(), Some("IfNotPresent"));
+        assert_eq!(
+            containers[1].image_path,
+            format!("{prefix}.containers[0].image")
+        );
+    }
+
+    #[rstest]
+    #[case::service("", "Service")]
+    #[case::configmap("", "ConfigMap")]
+    #[case::wrong_group("extensions", "Deployment")]
+    #[case::custom("example.com", "Pod")]
+    fn other_kinds_are_not_workloads(#[case] group: &str, #[case] kind: &str) {
+        assert_eq!(WorkloadKind::from_group_kind(group, kind), None);
+    }
+
+    #[test]
+    fn ephemeral_containers_are_listed() {
+        let object = json!({"spec": {"containers": [{"name": "app", "image": "a:1"}],
+            "ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}});
+        let workload = Workload::from_object(WorkloadKind::Pod, &object).expect("readable");
+        let containers = workload.containers();
+        assert_eq!(containers[1].list, ContainerList::EphemeralContainers);
+        assert_eq!(containers[1].image_path, "spec.ephemeralContainers[0].image");
+    }
+
+    #[test]
+    fn missing_spec_is_a_clear_error() {
+        let err = Workload::from_object(WorkloadKind::Deployment, &json!({"spec": {}}))
+            .expect_err("no template");
+        assert_eq!(
+            err.to_string(),
+            "Deployment has no pod spec at .spec.template.spec"
+        );
+    }
+
+    #[test]
+    fn malformed_spec_is_a_clear_error() {
+        let err = Workload::from_object(WorkloadKind::Pod, &json!({"spec": {"containers": 5}}))
+            .expect_err("bad shape");
+        assert!(
+            err.to_string()
+                .starts_with("Pod pod spec at .spec is not a valid PodSpec"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn name_and_labels_come_from_metadata() {
+        let object = json!({"metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
+            "spec": {"containers": []}});
+        let workload = Workload::from_object(WorkloadKind::Pod, &object).expect("readable");
+        assert_eq!(workload.name, "web");
+        assert_eq!(workload.namespace.as_deref(), Some("demo"));
+        assert_eq!(workload.labels.get("app").map(String::as_str), Some("web"));
+    }
+}
