@@ -3,6 +3,7 @@
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::response::StatusSummary;
 use serde_json::Value;
 
 use crate::policy::{self, Action, ContainerFacts, Facts, PolicySet, Verdict};
@@ -18,10 +19,14 @@ pub const WARNINGS_BUDGET: usize = 4000;
 #[derive(Debug, thiserror::Error)]
 pub enum ReviewError {
     /// Nothing was sent.
-    #[error("request body is empty; expected an AdmissionReview ({REVIEW_API_VERSION}) JSON object")]
+    #[error(
+        "request body is empty; expected an AdmissionReview ({REVIEW_API_VERSION}) JSON object"
+    )]
     Empty,
     /// The body is not JSON (or is cut short).
-    #[error("request body is not valid JSON ({0}); expected an AdmissionReview ({REVIEW_API_VERSION})")]
+    #[error(
+        "request body is not valid JSON ({0}); expected an AdmissionReview ({REVIEW_API_VERSION})"
+    )]
     NotJson(#[source] serde_json::Error),
     /// JSON, but of another type or version.
     #[error(
@@ -166,7 +171,9 @@ pub fn review(req: &Request, policies: &PolicySet) -> AdmissionResponse {
         Ok(None) => AdmissionResponse::from(&req.review),
         Ok(Some(facts)) => respond(&req.review, &policy::evaluate(&facts, policies)),
         Err(error) => {
-            let mut response = AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));
+            let mut response =
+                AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));
+            response.result.status = Some(StatusSummary::Failure);
             response.result.code = 400;
             response.result.reason = "BadRequest".into();
             response
@@ -190,6 +197,7 @@ pub fn respond(req: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> Admi
         .map(policy::Finding::deny_line)
         .collect();
     let mut response = response.deny(lines.join("\n"));
+    response.result.status = Some(StatusSummary::Failure);
     response.result.code = 403;
     response.result.reason = "Forbidden".into();
     response
@@ -276,7 +284,15 @@ mod tests {
         let lines = warnings(&verdict);
         let total: usize = lines.iter().map(String::len).sum();
         assert!(total <= WARNINGS_BUDGET + 100, "{total}");
-        assert!(lines.iter().all(|l| l.chars().count() <= policy::WARNING_MAX));
-        assert!(lines.last().is_some_and(|l| l.contains("more warnings not shown")));
+        assert!(
+            lines
+                .iter()
+                .all(|l| l.chars().count() <= policy::WARNING_MAX)
+        );
+        assert!(
+            lines
+                .last()
+                .is_some_and(|l| l.contains("more warnings not shown"))
+        );
     }
 }

@@ -89,21 +89,20 @@ impl Settings {
 
     /// Validate the text of a config file; `file` is only used in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let value: serde_json::Value =
-            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| ConfigError::Yaml {
+        let value: serde_json::Value = serde_saphyr::from_str_with_options(text, yaml_options())
+            .map_err(|e| ConfigError::Yaml {
                 file: file.to_owned(),
                 reason: e.to_string(),
             })?;
         if value.is_null() {
             return Ok(Self::default());
         }
-        let settings: Self = serde_path_to_error::deserialize(&value).map_err(|e| {
-            ConfigError::Invalid {
+        let settings: Self =
+            serde_path_to_error::deserialize(&value).map_err(|e| ConfigError::Invalid {
                 file: file.to_owned(),
                 key: e.path().to_string(),
                 reason: e.into_inner().to_string(),
-            }
-        })?;
+            })?;
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
             file: file.to_owned(),
             key: key.to_owned(),
@@ -114,8 +113,14 @@ impl Settings {
             return Err(invalid("server.maxRequestBytes", "must be at least 1024"));
         }
         for (key, value) in [
-            ("server.headerReadTimeoutSeconds", s.header_read_timeout_seconds),
-            ("server.handshakeTimeoutSeconds", s.handshake_timeout_seconds),
+            (
+                "server.headerReadTimeoutSeconds",
+                s.header_read_timeout_seconds,
+            ),
+            (
+                "server.handshakeTimeoutSeconds",
+                s.handshake_timeout_seconds,
+            ),
             ("server.reloadIntervalSeconds", s.reload_interval_seconds),
         ] {
             if value == 0 {
@@ -175,7 +180,8 @@ mod tests {
 
     #[test]
     fn keys_default_individually() {
-        let s = Settings::parse(Path::new("c.yaml"), "server: {maxRequestBytes: 2048}").expect("valid");
+        let s =
+            Settings::parse(Path::new("c.yaml"), "server: {maxRequestBytes: 2048}").expect("valid");
         assert_eq!(s.server.max_request_bytes, 2048);
         assert_eq!(s.server.header_read_timeout_seconds, 10);
     }
@@ -184,7 +190,10 @@ mod tests {
     #[case::unknown_top("serverz: {}", "c.yaml: serverz")]
     #[case::unknown_nested("server: {maxRequestByte: 5}", "c.yaml: server")]
     #[case::wrong_type("server: {maxRequestBytes: lots}", "c.yaml: server.maxRequestBytes")]
-    #[case::too_small("server: {maxRequestBytes: 10}", "c.yaml: server.maxRequestBytes: must be at least 1024")]
+    #[case::too_small(
+        "server: {maxRequestBytes: 10}",
+        "c.yaml: server.maxRequestBytes: must be at least 1024"
+    )]
     fn invalid_files_name_the_key(#[case] text: &str, #[case] expected: &str) {
         let err = Settings::parse(Path::new("c.yaml"), text).expect_err("invalid");
         assert!(err.to_string().starts_with(expected), "{err}");

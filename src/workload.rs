@@ -230,15 +230,19 @@ impl Workload {
                     .enumerate()
                     .map(|c| plain(ContainerList::Containers, c)),
             )
-            .chain(ephemeral.enumerate().map(|(i, c): (usize, &EphemeralContainer)| {
-                entry(
-                    ContainerList::EphemeralContainers,
-                    i,
-                    &c.name,
-                    &c.image,
-                    &c.image_pull_policy,
-                )
-            }))
+            .chain(
+                ephemeral
+                    .enumerate()
+                    .map(|(i, c): (usize, &EphemeralContainer)| {
+                        entry(
+                            ContainerList::EphemeralContainers,
+                            i,
+                            &c.name,
+                            &c.image,
+                            &c.image_pull_policy,
+                        )
+                    }),
+            )
             .collect()
     }
 
@@ -317,7 +321,10 @@ mod tests {
         let workload = Workload::from_object(WorkloadKind::Pod, &object).expect("readable");
         let containers = workload.containers();
         assert_eq!(containers[1].list, ContainerList::EphemeralContainers);
-        assert_eq!(containers[1].image_path, "spec.ephemeralContainers[0].image");
+        assert_eq!(
+            containers[1].image_path,
+            "spec.ephemeralContainers[0].image"
+        );
     }
 
     #[test]

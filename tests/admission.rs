@@ -112,7 +112,10 @@ async fn dry_run_gets_the_same_verdict() {
     assert_eq!(dry["warnings"], real["warnings"]);
     let real = post(&fixture("admissionreview-v1-deployment-create.json")).await;
     let dry = post(&fixture("admissionreview-v1-deployment-create-dryrun.json")).await;
-    assert_eq!((dry["allowed"].clone(), dry["warnings"].clone()), (real["allowed"].clone(), real["warnings"].clone()));
+    assert_eq!(
+        (dry["allowed"].clone(), dry["warnings"].clone()),
+        (real["allowed"].clone(), real["warnings"].clone())
+    );
 }
 
 #[tokio::test]
@@ -157,14 +160,62 @@ async fn every_workload_kind_with_a_latest_init_container_is_denied() {
     let spec = pod_spec_with_latest_init();
     let meta = json!({"name": "x", "namespace": "demo"});
     let cases = [
-        ("batch", "CronJob", "cronjobs", json!({"metadata": meta, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": templated(spec.clone())}}}), "spec.jobTemplate.spec.template.spec"),
-        ("apps", "DaemonSet", "daemonsets", json!({"metadata": meta, "spec": templated(spec.clone())}), "spec.template.spec"),
-        ("apps", "StatefulSet", "statefulsets", json!({"metadata": meta, "spec": templated(spec.clone())}), "spec.template.spec"),
-        ("batch", "Job", "jobs", json!({"metadata": meta, "spec": templated(spec.clone())}), "spec.template.spec"),
-        ("", "ReplicationController", "replicationcontrollers", json!({"metadata": meta, "spec": templated(spec.clone())}), "spec.template.spec"),
-        ("apps", "ReplicaSet", "replicasets", json!({"metadata": meta, "spec": templated(spec.clone())}), "spec.template.spec"),
-        ("", "PodTemplate", "podtemplates", json!({"metadata": meta, "template": {"spec": spec.clone()}}), "template.spec"),
-        ("", "Pod", "pods", json!({"metadata": meta, "spec": spec.clone()}), "spec"),
+        (
+            "batch",
+            "CronJob",
+            "cronjobs",
+            json!({"metadata": meta, "spec": {"schedule": "* * * * *", "jobTemplate": {"spec": templated(spec.clone())}}}),
+            "spec.jobTemplate.spec.template.spec",
+        ),
+        (
+            "apps",
+            "DaemonSet",
+            "daemonsets",
+            json!({"metadata": meta, "spec": templated(spec.clone())}),
+            "spec.template.spec",
+        ),
+        (
+            "apps",
+            "StatefulSet",
+            "statefulsets",
+            json!({"metadata": meta, "spec": templated(spec.clone())}),
+            "spec.template.spec",
+        ),
+        (
+            "batch",
+            "Job",
+            "jobs",
+            json!({"metadata": meta, "spec": templated(spec.clone())}),
+            "spec.template.spec",
+        ),
+        (
+            "",
+            "ReplicationController",
+            "replicationcontrollers",
+            json!({"metadata": meta, "spec": templated(spec.clone())}),
+            "spec.template.spec",
+        ),
+        (
+            "apps",
+            "ReplicaSet",
+            "replicasets",
+            json!({"metadata": meta, "spec": templated(spec.clone())}),
+            "spec.template.spec",
+        ),
+        (
+            "",
+            "PodTemplate",
+            "podtemplates",
+            json!({"metadata": meta, "template": {"spec": spec.clone()}}),
+            "template.spec",
+        ),
+        (
+            "",
+            "Pod",
+            "pods",
+            json!({"metadata": meta, "spec": spec.clone()}),
+            "spec",
+        ),
     ];
     for (group, kind, resource, object, _prefix) in cases {
         let review = review_of(group, kind, resource, object);
@@ -176,7 +227,10 @@ async fn every_workload_kind_with_a_latest_init_container_is_denied() {
             message.contains("container \"migrate\" (image busybox:latest): [tag-not-latest]"),
             "{kind}: {message}"
         );
-        assert!(!message.contains("\"app\""), "{kind}: pinned container reported: {message}");
+        assert!(
+            !message.contains("\"app\""),
+            "{kind}: pinned container reported: {message}"
+        );
     }
 }
 
@@ -186,7 +240,12 @@ async fn warnings_carry_the_field_path_and_come_with_denials() {
         {"name": "old", "image": "k8s.gcr.io/pause:3.9", "imagePullPolicy": "IfNotPresent"},
         {"name": "bad", "image": "nginx", "imagePullPolicy": "Always"},
     ]});
-    let review = review_of("apps", "Deployment", "deployments", json!({"metadata": {"name": "x", "namespace": "demo"}, "spec": templated(spec)}));
+    let review = review_of(
+        "apps",
+        "Deployment",
+        "deployments",
+        json!({"metadata": {"name": "x", "namespace": "demo"}, "spec": templated(spec)}),
+    );
     let response = post(&review).await;
     assert_eq!(response["allowed"], false);
     let warnings = response["warnings"].as_array().expect("warnings present");
@@ -201,10 +260,18 @@ async fn warnings_carry_the_field_path_and_come_with_denials() {
 
 #[tokio::test]
 async fn invalid_image_reference_is_denied() {
-    let review = review_of("", "Pod", "pods", json!({"metadata": {"name": "x", "namespace": "demo"}, "spec": {"containers": [{"name": "app", "image": "Nginx:1.0"}]}}));
+    let review = review_of(
+        "",
+        "Pod",
+        "pods",
+        json!({"metadata": {"name": "x", "namespace": "demo"}, "spec": {"containers": [{"name": "app", "image": "Nginx:1.0"}]}}),
+    );
     let response = post(&review).await;
     assert_eq!(response["allowed"], false);
-    assert!(message(&response).contains("[image-reference-valid]"), "{response}");
+    assert!(
+        message(&response).contains("[image-reference-valid]"),
+        "{response}"
+    );
 }
 
 fn update_review(old_spec: Value, new_spec: Value) -> Value {
@@ -221,11 +288,20 @@ async fn update_checks_only_changed_images() {
     let unchanged = update_review(old.clone(), old.clone());
     assert_eq!(post(&unchanged).await["allowed"], true);
     // A changed image is checked.
-    let changed = update_review(old.clone(), json!({"containers": [{"name": "app", "image": "nginx:latest"}, {"name": "side", "image": "envoy"}]}));
+    let changed = update_review(
+        old.clone(),
+        json!({"containers": [{"name": "app", "image": "nginx:latest"}, {"name": "side", "image": "envoy"}]}),
+    );
     let response = post(&changed).await;
     assert_eq!(response["allowed"], false);
-    assert!(message(&response).contains("container \"side\""), "{response}");
-    assert!(!message(&response).contains("container \"app\""), "{response}");
+    assert!(
+        message(&response).contains("container \"side\""),
+        "{response}"
+    );
+    assert!(
+        !message(&response).contains("container \"app\""),
+        "{response}"
+    );
 }
 
 #[tokio::test]
@@ -257,7 +333,10 @@ async fn ephemeral_container_added_by_kubectl_debug_is_checked() {
         json!([{"name": "debugger", "image": "busybox", "targetContainerName": "app"}]);
     let response = post(&review).await;
     assert_eq!(response["allowed"], false, "{response}");
-    assert!(message(&response).contains("container \"debugger\" (image busybox)"), "{response}");
+    assert!(
+        message(&response).contains("container \"debugger\" (image busybox)"),
+        "{response}"
+    );
 }
 
 #[tokio::test]
@@ -269,8 +348,18 @@ async fn other_subresources_kinds_and_operations_are_allowed_untouched() {
     delete["request"]["operation"] = json!("DELETE");
     let mut connect = base.clone();
     connect["request"]["operation"] = json!("CONNECT");
-    let service = review_of("", "Service", "services", json!({"metadata": {"name": "s"}, "spec": {"ports": []}}));
-    let custom = review_of("example.com", "Pod", "pods", base["request"]["object"].clone());
+    let service = review_of(
+        "",
+        "Service",
+        "services",
+        json!({"metadata": {"name": "s"}, "spec": {"ports": []}}),
+    );
+    let custom = review_of(
+        "example.com",
+        "Pod",
+        "pods",
+        base["request"]["object"].clone(),
+    );
     for review in [status, delete, connect, service, custom] {
         let response = post(&review).await;
         assert_eq!(response["allowed"], true, "{review}: {response}");
@@ -280,14 +369,40 @@ async fn other_subresources_kinds_and_operations_are_allowed_untouched() {
 
 #[tokio::test]
 async fn bad_bodies_get_a_clear_answer() {
-    let mut truncated = serde_json::to_vec(&fixture("admissionreview-v1-pod-create.json")).expect("encodes");
+    let mut truncated =
+        serde_json::to_vec(&fixture("admissionreview-v1-pod-create.json")).expect("encodes");
     truncated.truncate(truncated.len() / 2);
     let cases: Vec<(&str, Vec<u8>, StatusCode, &str)> = vec![
-        ("empty", Vec::new(), StatusCode::BAD_REQUEST, "request body is empty"),
-        ("garbage", b"\x00\x01garbage\xff".to_vec(), StatusCode::BAD_REQUEST, "not valid JSON"),
-        ("truncated", truncated, StatusCode::BAD_REQUEST, "not valid JSON"),
-        ("other JSON", br#"{"hello":"world"}"#.to_vec(), StatusCode::BAD_REQUEST, "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview"),
-        ("20 MiB", vec![b' '; 20 * 1024 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "larger than the 8388608-byte limit"),
+        (
+            "empty",
+            Vec::new(),
+            StatusCode::BAD_REQUEST,
+            "request body is empty",
+        ),
+        (
+            "garbage",
+            b"\x00\x01garbage\xff".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "truncated",
+            truncated,
+            StatusCode::BAD_REQUEST,
+            "not valid JSON",
+        ),
+        (
+            "other JSON",
+            br#"{"hello":"world"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "expected apiVersion admission.k8s.io/v1 and kind AdmissionReview",
+        ),
+        (
+            "20 MiB",
+            vec![b' '; 20 * 1024 * 1024],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger than the 8388608-byte limit",
+        ),
     ];
     for (name, body, expected_status, expected_message) in cases {
         let (status, answer) = post_bytes(app(), body).await;
@@ -332,9 +447,13 @@ async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let text = ready.into_body().collect().await.expect("reads").to_bytes();
     let text = String::from_utf8_lossy(&text);
-    assert!(text.contains("broken.yaml: document 1: spec.rules.tag-not-lates"), "{text}");
+    assert!(
+        text.contains("broken.yaml: document 1: spec.rules.tag-not-lates"),
+        "{text}"
+    );
     // The last good policies still decide.
-    let review = serde_json::to_vec(&fixture("admissionreview-v1-pod-create-latest-denied.json")).expect("encodes");
+    let review = serde_json::to_vec(&fixture("admissionreview-v1-pod-create-latest-denied.json"))
+        .expect("encodes");
     let (_, answer) = post_bytes(app(), review).await;
     assert_eq!(answer["response"]["allowed"], false);
     // Fixing the file turns it green again.

@@ -55,7 +55,10 @@ fn https_client(ca: &Path) -> reqwest::Client {
 
 async fn validate(client: &reqwest::Client, running: &Running, body: Vec<u8>) -> (u16, Value) {
     let response = client
-        .post(format!("https://localhost:{}/validate", running.addr.port()))
+        .post(format!(
+            "https://localhost:{}/validate",
+            running.addr.port()
+        ))
         .header("content-type", "application/json")
         .body(body)
         .send()
@@ -92,9 +95,15 @@ async fn generated_certificate_serves_real_https() {
     )
     .await;
     assert_eq!(status, 200);
-    assert_eq!(answer["response"]["uid"], "2171066e-56d4-4361-9fbb-3798c563a1dd");
+    assert_eq!(
+        answer["response"]["uid"],
+        "2171066e-56d4-4361-9fbb-3798c563a1dd"
+    );
     assert_eq!(answer["response"]["allowed"], false);
-    running.shutdown(Duration::from_secs(5)).await.expect("clean shutdown");
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("clean shutdown");
 }
 
 #[tokio::test]
@@ -110,15 +119,27 @@ async fn bad_bodies_over_tls_get_clear_answers_and_the_server_stays_up() {
     let mut truncated = fixture_bytes("admissionreview-v1-pod-create.json");
     truncated.truncate(truncated.len() / 3);
     let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("garbage", b"GET / HTTP/1.1\r\n\xff\xfe".to_vec(), 400, "not valid JSON"),
+        (
+            "garbage",
+            b"GET / HTTP/1.1\r\n\xff\xfe".to_vec(),
+            400,
+            "not valid JSON",
+        ),
         ("empty", Vec::new(), 400, "request body is empty"),
         ("truncated", truncated, 400, "not valid JSON"),
-        ("20 MiB", vec![b'{'; 20 * 1024 * 1024], 413, "larger than the 8388608-byte limit"),
+        (
+            "20 MiB",
+            vec![b'{'; 20 * 1024 * 1024],
+            413,
+            "larger than the 8388608-byte limit",
+        ),
     ];
     for (name, body, expected_status, expected) in cases {
         let (status, answer) = validate(&client, &running, body).await;
         assert_eq!(status, expected_status, "{name}");
-        let message = answer["response"]["status"]["message"].as_str().unwrap_or("");
+        let message = answer["response"]["status"]["message"]
+            .as_str()
+            .unwrap_or("");
         assert!(message.contains(expected), "{name}: {message}");
         let health = client
             .get(format!("https://localhost:{}/healthz", running.addr.port()))
@@ -127,7 +148,10 @@ async fn bad_bodies_over_tls_get_clear_answers_and_the_server_stays_up() {
             .expect("server still up");
         assert_eq!(health.status(), 200, "after {name}");
     }
-    running.shutdown(Duration::from_secs(5)).await.expect("clean shutdown");
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("clean shutdown");
 }
 
 /// The leaf certificate the server presents, trusting any of `cas`.
@@ -190,25 +214,47 @@ async fn certificate_rotation_on_disk_is_served_without_restart() {
     .await
     .expect("server starts");
     let cas = [a.ca.as_path(), b.ca.as_path()];
-    assert_eq!(served_leaf(running.addr, &cas).await, Some(leaf_of(&a.paths.cert)));
+    assert_eq!(
+        served_leaf(running.addr, &cas).await,
+        Some(leaf_of(&a.paths.cert))
+    );
 
     // A broken new pair is refused: the old certificate keeps serving.
-    std::fs::write(&key, "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").expect("write");
+    std::fs::write(
+        &key,
+        "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    )
+    .expect("write");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(served_leaf(running.addr, &cas).await, Some(leaf_of(&a.paths.cert)));
+    assert_eq!(
+        served_leaf(running.addr, &cas).await,
+        Some(leaf_of(&a.paths.cert))
+    );
     // A mismatched pair (B's certificate with A's key) is refused too.
     std::fs::copy(&a.paths.key, &key).expect("copy");
     std::fs::copy(&b.paths.cert, &cert).expect("copy");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(served_leaf(running.addr, &cas).await, Some(leaf_of(&a.paths.cert)));
+    assert_eq!(
+        served_leaf(running.addr, &cas).await,
+        Some(leaf_of(&a.paths.cert))
+    );
 
     // The complete new pair is picked up within seconds.
     std::fs::copy(&b.paths.key, &key).expect("copy");
     assert!(
-        wait_for_leaf(running.addr, &cas, &leaf_of(&b.paths.cert), Duration::from_secs(10)).await,
+        wait_for_leaf(
+            running.addr,
+            &cas,
+            &leaf_of(&b.paths.cert),
+            Duration::from_secs(10)
+        )
+        .await,
         "rotated certificate not served within 10 s"
     );
-    running.shutdown(Duration::from_secs(5)).await.expect("clean shutdown");
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("clean shutdown");
 }
 
 #[tokio::test]
@@ -231,7 +277,9 @@ async fn slow_headers_are_cut_off() {
         .with_no_client_auth();
     client.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
-    let tcp = tokio::net::TcpStream::connect(running.addr).await.expect("connects");
+    let tcp = tokio::net::TcpStream::connect(running.addr)
+        .await
+        .expect("connects");
     let mut stream = connector
         .connect(ServerName::try_from("localhost").expect("name"), tcp)
         .await
@@ -243,6 +291,12 @@ async fn slow_headers_are_cut_off() {
     // The header-read timeout is 1 s: the server must close (or answer 408) well before 10 s.
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "connection with unfinished headers was kept open");
-    running.shutdown(Duration::from_secs(5)).await.expect("clean shutdown");
+    assert!(
+        read.is_ok(),
+        "connection with unfinished headers was kept open"
+    );
+    running
+        .shutdown(Duration::from_secs(5))
+        .await
+        .expect("clean shutdown");
 }

@@ -200,10 +200,12 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 /// Parse the text of one policy file (one or more YAML documents).
 pub fn parse_file(file: &Path, text: &str) -> Result<Vec<PolicyDocument>, PolicyError> {
     let values: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple_with_options(text, crate::config::yaml_options()).map_err(|e| PolicyError::Yaml {
-            file: file.to_owned(),
-            reason: e.to_string(),
-        })?;
+        serde_saphyr::from_multiple_with_options(text, crate::config::yaml_options()).map_err(
+            |e| PolicyError::Yaml {
+                file: file.to_owned(),
+                reason: e.to_string(),
+            },
+        )?;
     let mut documents = Vec::new();
     for (index, value) in values.into_iter().enumerate() {
         if value.is_null() {
@@ -215,11 +217,10 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<PolicyDocument>, Policy
             key: key.to_owned(),
             reason,
         };
-        let document: PolicyDocument =
-            serde_path_to_error::deserialize(&value).map_err(|e| {
-                let key = e.path().to_string();
-                invalid(&key, e.into_inner().to_string())
-            })?;
+        let document: PolicyDocument = serde_path_to_error::deserialize(&value).map_err(|e| {
+            let key = e.path().to_string();
+            invalid(&key, e.into_inner().to_string())
+        })?;
         if document.api_version != API_VERSION {
             return Err(invalid(
                 "apiVersion",
@@ -307,12 +308,18 @@ spec:
             rules.registry_allowed.as_ref().map(|r| r.allow.len()),
             Some(1)
         );
-        assert_eq!(docs[0].spec.exclude.namespaces[0].to_string(), "kube-system");
+        assert_eq!(
+            docs[0].spec.exclude.namespaces[0].to_string(),
+            "kube-system"
+        );
     }
 
     #[test]
     fn several_documents_in_one_file() {
-        let text = format!("{GOOD}---\n{}\n---\n", GOOD.replace("name: default", "name: second"));
+        let text = format!(
+            "{GOOD}---\n{}\n---\n",
+            GOOD.replace("name: default", "name: second")
+        );
         let docs = parse_file(Path::new("p.yaml"), &text).expect("valid");
         assert_eq!(docs.len(), 2);
     }
@@ -366,7 +373,8 @@ spec:
     fn broken_yaml_names_the_file() {
         let err = parse_file(Path::new("policies/x.yaml"), "spec: [unclosed").expect_err("bad");
         assert!(
-            err.to_string().starts_with("policies/x.yaml: not valid YAML"),
+            err.to_string()
+                .starts_with("policies/x.yaml: not valid YAML"),
             "{err}"
         );
     }

@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use crate::image::{ImageRef, ImageRefError};
 use crate::workload::ContainerSpec;
 pub use file::{
-    API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope, policy_files,
-    default_deprecations, load_dir, parse_file,
+    API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope,
+    default_deprecations, load_dir, parse_file, policy_files,
 };
 use glob::Glob;
 

@@ -43,7 +43,10 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
             let name = image.name();
             if let Some(pattern) = deny.iter().find(|g| g.matches(&name)) {
                 return outcome(
-                    format!("{name} matches the denied pattern {:?}", pattern.to_string()),
+                    format!(
+                        "{name} matches the denied pattern {:?}",
+                        pattern.to_string()
+                    ),
                     "use an image from an allowed registry",
                 );
             }

@@ -46,7 +46,11 @@ fn policy_with(rules: &str) -> PolicySet {
 
 /// (rule, action) of each finding.
 fn fired(verdict: &Verdict) -> Vec<(RuleId, Action)> {
-    verdict.findings.iter().map(|f| (f.rule, f.action)).collect()
+    verdict
+        .findings
+        .iter()
+        .map(|f| (f.rule, f.action))
+        .collect()
 }
 
 const ALL_DEFAULTS: &str = "    image-reference-valid: {}\n    tag-not-latest: {}\n    pull-policy: {}\n    registry-deprecated: {}\n";
@@ -173,7 +177,10 @@ fn findings_follow_container_order() {
 #[test]
 fn deny_line_names_container_image_rule_and_fix() {
     let verdict = evaluate(
-        &facts("demo", vec![container("app", "nginx:latest", Some("Always"))]),
+        &facts(
+            "demo",
+            vec![container("app", "nginx:latest", Some("Always"))],
+        ),
         &policy_with(ALL_DEFAULTS),
     );
     let line = verdict.findings[0].deny_line();

@@ -311,7 +311,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     };
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config.clone())
         .handshake_timeout(server_settings.handshake_timeout());
-    let mut server = axum_server::bind(listen).acceptor(acceptor).handle(handle.clone());
+    let mut server = axum_server::bind(listen)
+        .acceptor(acceptor)
+        .handle(handle.clone());
     server
         .http_builder()
         .http1()
@@ -333,7 +335,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 ticker.tick().await;
                 let store = policies.clone();
                 // Reading files blocks: keep it off the request threads.
-                if let Err(error) = tokio::task::spawn_blocking(move || store.reload_if_changed()).await {
+                if let Err(error) =
+                    tokio::task::spawn_blocking(move || store.reload_if_changed()).await
+                {
                     tracing::error!(%error, "policy reload task failed");
                 }
             }
@@ -365,10 +369,16 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
 }
 
 /// Serve until `shutdown` resolves, then drain in-flight requests.
-pub async fn run(config: ServeConfig, shutdown: impl std::future::Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    config: ServeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
     let grace = config.settings.server.shutdown_grace();
     let running = start(config).await?;
     shutdown.await;
-    tracing::info!(grace_seconds = grace.as_secs(), "shutting down: draining in-flight requests");
+    tracing::info!(
+        grace_seconds = grace.as_secs(),
+        "shutting down: draining in-flight requests"
+    );
     running.shutdown(grace).await
 }

@@ -61,7 +61,11 @@ fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
 }
 
 /// Build a server config from PEM bytes. ALPN offers HTTP/2 and HTTP/1.1.
-pub fn server_config(paths: &CertPaths, cert_pem: &[u8], key_pem: &[u8]) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_config(
+    paths: &CertPaths,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<Arc<ServerConfig>, TlsError> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| TlsError::NoCertificate {
@@ -106,7 +110,9 @@ pub struct GeneratedCerts {
 /// Generate a throw-away CA and a serving certificate for `localhost`, `127.0.0.1` and `::1`, and write
 /// `ca.pem`, `tls.crt` (certificate then CA) and `tls.key` (mode 0600) into `dir`.
 pub fn generate_dev_certs(dir: &Path) -> Result<GeneratedCerts, TlsError> {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
 
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -153,7 +159,11 @@ pub fn generate_dev_certs(dir: &Path) -> Result<GeneratedCerts, TlsError> {
         Ok(file)
     };
     let ca = write("ca.pem", ca_cert.pem(), false)?;
-    let cert = write("tls.crt", format!("{}{}", leaf_cert.pem(), ca_cert.pem()), false)?;
+    let cert = write(
+        "tls.crt",
+        format!("{}{}", leaf_cert.pem(), ca_cert.pem()),
+        false,
+    )?;
     let key = write("tls.key", leaf_key.serialize_pem(), true)?;
     Ok(GeneratedCerts {
         paths: CertPaths { cert, key },
@@ -164,7 +174,12 @@ pub fn generate_dev_certs(dir: &Path) -> Result<GeneratedCerts, TlsError> {
 /// Watch the certificate and key files and swap the served pair when they change. A new pair that does
 /// not load is refused with a log line and the old pair keeps serving. Runs until the task is dropped.
 pub async fn watch(paths: CertPaths, config: RustlsConfig, interval: Duration) {
-    let snapshot = |paths: &CertPaths| (std::fs::read(&paths.cert).ok(), std::fs::read(&paths.key).ok());
+    let snapshot = |paths: &CertPaths| {
+        (
+            std::fs::read(&paths.cert).ok(),
+            std::fs::read(&paths.key).ok(),
+        )
+    };
     let mut last = snapshot(&paths);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

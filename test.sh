@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Installs what the tests need, then runs them. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# Integration tests start real Debian `docker-registry` (distribution 2.8) processes on 127.0.0.1.
+if ! command -v docker-registry >/dev/null 2>&1; then
+    sudo=""
+    if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+    $sudo apt-get update
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry
+fi
+
+cargo test --all-targets "$@"
