@@ -6,7 +6,10 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use kube::core::response::StatusSummary;
 use serde_json::Value;
 
-use crate::policy::{self, Action, ContainerFacts, Facts, PolicySet, Verdict};
+use k8s_openapi::api::core::v1::PodSpec;
+
+use crate::policy::{self, Action, ContainerFacts, Facts, PolicySet, Resolved, Verdict};
+use crate::resolve::Resolver;
 use crate::workload::{Workload, WorkloadError, WorkloadKind};
 
 /// The only AdmissionReview version pullgate registers for.
@@ -126,11 +129,18 @@ pub fn checked_kind(req: &AdmissionRequest<DynamicObject>) -> Option<WorkloadKin
     }
 }
 
+/// What one request asks to be checked: the policy's facts and the pod spec they came from.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub facts: Facts,
+    pub spec: PodSpec,
+}
+
 /// The facts to decide on, or `None` when there is nothing to check.
 ///
 /// On UPDATE only containers whose image changed (or that are new) are checked, unless what decides how
 /// images are pulled or where the pod runs changed too: scaling must never be blocked by image checks.
-pub fn facts(req: &Request) -> Result<Option<Facts>, RequestError> {
+pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
     let Some(kind) = checked_kind(&req.review) else {
         return Ok(None);
     };
@@ -158,18 +168,32 @@ pub fn facts(req: &Request) -> Result<Option<Facts>, RequestError> {
         .clone()
         .or(workload.namespace)
         .unwrap_or_default();
-    Ok(Some(Facts {
-        namespace,
-        labels: workload.labels,
-        containers: containers.into_iter().map(ContainerFacts::new).collect(),
+    Ok(Some(Subject {
+        facts: Facts {
+            namespace,
+            labels: workload.labels,
+            containers: containers.into_iter().map(ContainerFacts::new).collect(),
+        },
+        spec: workload.spec,
     }))
 }
 
-/// The whole decision for one decoded request.
-pub fn review(req: &Request, policies: &PolicySet) -> AdmissionResponse {
-    match facts(req) {
+/// The whole decision for one decoded request. Without a resolver, only the static rules can fire.
+pub async fn review(
+    req: &Request,
+    policies: &PolicySet,
+    resolver: Option<&Resolver>,
+) -> AdmissionResponse {
+    match subject(req) {
         Ok(None) => AdmissionResponse::from(&req.review),
-        Ok(Some(facts)) => respond(&req.review, &policy::evaluate(&facts, policies)),
+        Ok(Some(Subject { facts, spec })) => {
+            let needs = policy::registry_needs(&facts, policies);
+            let resolved = match resolver {
+                Some(resolver) => resolver.resolve(&spec, &facts, &needs).await,
+                None => Resolved::default(),
+            };
+            respond(&req.review, &policy::evaluate(&facts, &resolved, policies))
+        }
         Err(error) => {
             let mut response =
                 AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::{ConfigError, ServeConfig, Settings, TlsSource};
+use crate::config::{ConfigError, KubeApi, ServeConfig, Settings, TlsSource};
 use crate::telemetry::LogFormat;
 
 /// pullgate: no pod reaches ImagePullBackOff for a reason that could be known when it was applied.
@@ -39,9 +39,22 @@ pub struct ServeArgs {
     /// Optional YAML settings file.
     #[arg(long, env = "PULLGATE_CONFIG")]
     pub config: Option<PathBuf>,
+    /// kubeconfig for reading pull secrets; default: in-cluster config, then KUBECONFIG / ~/.kube/config.
+    #[arg(long, env = "PULLGATE_KUBECONFIG", conflicts_with = "kube_api")]
+    pub kubeconfig: Option<PathBuf>,
+    /// `auto` reads pull secrets through the Kubernetes API when one is found; `off` never does.
+    #[arg(long, env = "PULLGATE_KUBE_API", value_enum, default_value_t = KubeApiMode::Auto)]
+    pub kube_api: KubeApiMode,
     /// Log line format.
     #[arg(long, env = "PULLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Whether to use the Kubernetes API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum KubeApiMode {
+    Auto,
+    Off,
 }
 
 /// Serving certificate: PEM files, or generated at start-up when none are given.
@@ -71,8 +84,15 @@ impl ServeArgs {
                 },
             policies,
             config,
+            kubeconfig,
+            kube_api,
             log_format,
         } = self;
+        let kube_api = match (kubeconfig, kube_api) {
+            (Some(file), _) => KubeApi::Kubeconfig(file),
+            (None, KubeApiMode::Auto) => KubeApi::Infer,
+            (None, KubeApiMode::Off) => KubeApi::Off,
+        };
         let tls = match (tls_cert, tls_key) {
             (Some(cert), Some(key)) => TlsSource::Files { cert, key },
             _ => TlsSource::Generate {
@@ -86,6 +106,7 @@ impl ServeArgs {
         };
         Ok(ServeConfig {
             listen,
+            kube_api,
             tls,
             policies_dir: policies,
             settings,

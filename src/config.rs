@@ -1,23 +1,97 @@
 //! Settings: the optional `--config` YAML file, validated at start-up with the file and key in each error,
 //! and the resolved configuration `serve` runs with.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::platform::Platform;
+use crate::registry::hosts::RegistrySettings;
 use crate::telemetry::LogFormat;
 
 /// Default limit of an AdmissionReview body (the apiserver sends far less; 8 MiB leaves room for huge pods).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Settings {
     #[serde(default)]
     pub server: ServerSettings,
+    /// Per-registry settings, keyed by the registry host as written in image references.
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistrySettings>,
+    /// containerd's `certs.d` directory as on the nodes (`<dir>/<host>/hosts.toml`).
+    pub containerd_hosts_dir: Option<PathBuf>,
+    /// Platforms of the cluster's nodes, for pods without an arch/os constraint.
+    #[serde(default = "default_node_platforms")]
+    pub node_platforms: Vec<Platform>,
+    /// Node-level registry credentials: a docker `config.json` as the nodes have it.
+    pub node_credentials: Option<PathBuf>,
+    #[serde(default)]
+    pub resolution: ResolutionSettings,
+}
+
+fn default_node_platforms() -> Vec<Platform> {
+    vec![Platform {
+        os: "linux".into(),
+        architecture: "amd64".into(),
+        variant: None,
+    }]
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            server: ServerSettings::default(),
+            registries: BTreeMap::new(),
+            containerd_hosts_dir: None,
+            node_platforms: default_node_platforms(),
+            node_credentials: None,
+            resolution: ResolutionSettings::default(),
+        }
+    }
+}
+
+/// Registry resolution: deadlines, parallelism and cache lifetimes. Each key defaults on its own.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResolutionSettings {
+    /// The whole admission answers within this; keep it below the webhook's `timeoutSeconds`.
+    pub budget_seconds: f64,
+    /// One image may take at most this.
+    pub per_image_timeout_seconds: f64,
+    /// Lookups running at once against one registry.
+    pub per_registry_concurrency: usize,
+    pub connect_timeout_seconds: f64,
+    pub read_timeout_seconds: f64,
+    /// How long a tag's digest is trusted.
+    pub tag_ttl_seconds: u64,
+    /// How long "not found" is remembered.
+    pub not_found_ttl_seconds: u64,
+    /// How long Secrets and ServiceAccounts read from the API are kept.
+    pub kubernetes_ttl_seconds: u64,
+    /// Most entries per cache.
+    pub cache_entries: u64,
+}
+
+impl Default for ResolutionSettings {
+    fn default() -> Self {
+        Self {
+            budget_seconds: 8.0,
+            per_image_timeout_seconds: 6.0,
+            per_registry_concurrency: 8,
+            connect_timeout_seconds: 3.0,
+            read_timeout_seconds: 5.0,
+            tag_ttl_seconds: 300,
+            not_found_ttl_seconds: 30,
+            kubernetes_ttl_seconds: 30,
+            cache_entries: 100_000,
+        }
+    }
 }
 
 /// HTTP server limits; each key defaults on its own.
@@ -140,10 +214,23 @@ pub enum TlsSource {
     Generate { dir: PathBuf },
 }
 
+/// How pull secrets and ServiceAccounts are read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KubeApi {
+    /// In-cluster config, else `KUBECONFIG` / `~/.kube/config`, else none.
+    Infer,
+    /// This kubeconfig file (an error if unusable).
+    Kubeconfig(PathBuf),
+    /// No API: pull-secret checks are reported as not verifiable.
+    Off,
+}
+
 /// Everything `serve` runs with, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
     pub listen: SocketAddr,
+    /// How to reach the Kubernetes API for pull secrets.
+    pub kube_api: KubeApi,
     pub tls: TlsSource,
     pub policies_dir: PathBuf,
     pub settings: Settings,
@@ -162,6 +249,21 @@ impl ServerSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+}
+
+impl ResolutionSettings {
+    pub fn budget(&self) -> Duration {
+        Duration::from_secs_f64(self.budget_seconds)
+    }
+    pub fn per_image_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.per_image_timeout_seconds)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.connect_timeout_seconds)
+    }
+    pub fn read_timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.read_timeout_seconds)
     }
 }
 

@@ -8,17 +8,26 @@
 //!   -> admission  (AdmissionReview -> Facts, Verdict -> AdmissionResponse)
 //!   -> workload   (Pod | Deployment | ... | CronJob -> pod spec view: containers, pull secrets, scheduling)
 //!   -> image      (reference parsing and normalisation)
-//!   -> policy::evaluate (pure: facts + policies -> verdict)
+//!   -> resolve    (every image in parallel, within the admission's budget)
+//!        -> platform    (where the pod may land)
+//!        -> credentials (pod / ServiceAccount / node pull credentials, as kubelet finds them)
+//!        -> cache -> registry (tag -> digest, digest -> platforms, via oci-client)
+//!   -> policy::evaluate (pure: facts + registry answers + policies -> verdict)
 //!   -> admission  (verdict -> allowed / denied + warnings)
 //! ```
 //!
-//! Only `server` touches the network in this part of the pipeline.
+//! Only `server`, `registry` and `credentials` touch the network.
 
 pub mod admission;
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod credentials;
 pub mod image;
+pub mod platform;
 pub mod policy;
+pub mod registry;
+pub mod resolve;
 pub mod server;
 pub mod telemetry;
 pub mod workload;

@@ -22,6 +22,8 @@ fn shipped_policies() -> Arc<PolicyStore> {
 fn app() -> axum::Router {
     router(AppState {
         policies: shipped_policies(),
+        // Static rules only: these fixtures name public images, and tests stay on loopback.
+        resolver: None,
         max_request_bytes: 8 * 1024 * 1024,
     })
 }
@@ -435,6 +437,7 @@ async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
     let app = || {
         router(AppState {
             policies: store.clone(),
+            resolver: None,
             max_request_bytes: 1 << 20,
         })
     };

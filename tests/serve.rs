@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pullgate::config::{ServeConfig, Settings, TlsSource};
+use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
 use pullgate::server::{self, Running, tls};
 use pullgate::telemetry::LogFormat;
 use rustls::pki_types::pem::PemObject;
@@ -18,8 +18,17 @@ fn install_crypto() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
+/// The static rules of the shipped policy only: the fixtures name public images, and these tests must
+/// not reach beyond loopback (registry rules are tested against local registries in tests/resolution.rs).
 fn policies_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+    let dir = std::env::temp_dir().join(format!("pullgate-serve-policies-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("policy dir");
+    std::fs::write(
+        dir.join("static.yaml"),
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: static}\nspec:\n  rules:\n    image-reference-valid: {}\n    tag-not-latest: {}\n    pull-policy: {}\n",
+    )
+    .expect("policy file");
+    dir
 }
 
 fn fixture_bytes(name: &str) -> Vec<u8> {
@@ -37,6 +46,7 @@ fn config(tls: TlsSource) -> ServeConfig {
     settings.server.header_read_timeout_seconds = 1;
     ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
+        kube_api: KubeApi::Off,
         tls,
         policies_dir: policies_dir(),
         settings,

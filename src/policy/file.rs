@@ -70,6 +70,12 @@ pub struct Rules {
     pub digest_pinned: Option<SimpleRule>,
     pub registry_allowed: Option<RegistryAllowedRule>,
     pub registry_deprecated: Option<RegistryDeprecatedRule>,
+    pub image_exists: Option<SimpleRule>,
+    pub platform_supported: Option<SimpleRule>,
+    pub pull_secret_valid: Option<SimpleRule>,
+    pub registry_reachable: Option<SimpleRule>,
+    pub registry_tls: Option<SimpleRule>,
+    pub rate_limited: Option<SimpleRule>,
 }
 
 /// A rule whose only setting is its action.

@@ -5,6 +5,7 @@
 
 mod file;
 pub mod glob;
+mod resolved;
 mod rules;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,7 @@ pub use file::{
     default_deprecations, load_dir, parse_file, policy_files,
 };
 use glob::Glob;
+pub use resolved::{AuthAttempt, ImageStatus, Resolved};
 
 /// Stable rule ids. Each appears in every message as `[rule-id]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -31,18 +33,43 @@ pub enum RuleId {
     DigestPinned,
     RegistryAllowed,
     RegistryDeprecated,
+    ImageExists,
+    PlatformSupported,
+    PullSecretValid,
+    RegistryReachable,
+    RegistryTls,
+    RateLimited,
 }
 
 impl RuleId {
     /// Every rule, in the order the README documents them.
-    pub const ALL: [RuleId; 6] = [
+    pub const ALL: [RuleId; 12] = [
         Self::ImageReferenceValid,
         Self::TagNotLatest,
         Self::PullPolicy,
         Self::DigestPinned,
         Self::RegistryAllowed,
         Self::RegistryDeprecated,
+        Self::ImageExists,
+        Self::PlatformSupported,
+        Self::PullSecretValid,
+        Self::RegistryReachable,
+        Self::RegistryTls,
+        Self::RateLimited,
     ];
+
+    /// Whether the rule needs an answer from the image's registry.
+    pub fn needs_registry(self) -> bool {
+        matches!(
+            self,
+            Self::ImageExists
+                | Self::PlatformSupported
+                | Self::PullSecretValid
+                | Self::RegistryReachable
+                | Self::RegistryTls
+                | Self::RateLimited
+        )
+    }
 
     /// The id as written in policy files and messages.
     pub fn as_str(self) -> &'static str {
@@ -53,17 +80,30 @@ impl RuleId {
             Self::DigestPinned => "digest-pinned",
             Self::RegistryAllowed => "registry-allowed",
             Self::RegistryDeprecated => "registry-deprecated",
+            Self::ImageExists => "image-exists",
+            Self::PlatformSupported => "platform-supported",
+            Self::PullSecretValid => "pull-secret-valid",
+            Self::RegistryReachable => "registry-reachable",
+            Self::RegistryTls => "registry-tls",
+            Self::RateLimited => "rate-limited",
         }
     }
 
     /// The action a rule takes when a policy lists it without one.
     pub fn default_action(self) -> Action {
         match self {
-            Self::PullPolicy | Self::RegistryDeprecated => Action::Warn,
+            Self::PullPolicy
+            | Self::RegistryDeprecated
+            | Self::RegistryReachable
+            | Self::RegistryTls
+            | Self::RateLimited => Action::Warn,
             Self::ImageReferenceValid
             | Self::TagNotLatest
             | Self::DigestPinned
-            | Self::RegistryAllowed => Action::Deny,
+            | Self::RegistryAllowed
+            | Self::ImageExists
+            | Self::PlatformSupported
+            | Self::PullSecretValid => Action::Deny,
         }
     }
 }
@@ -197,13 +237,21 @@ enum RuleConfig {
     TagNotLatest,
     PullPolicy,
     DigestPinned,
-    RegistryAllowed { allow: Vec<Glob>, deny: Vec<Glob> },
-    RegistryDeprecated { moves: Vec<Deprecation> },
+    RegistryAllowed {
+        allow: Vec<Glob>,
+        deny: Vec<Glob>,
+    },
+    RegistryDeprecated {
+        moves: Vec<Deprecation>,
+    },
+    /// A rule answered from the registry's reply.
+    Registry(RuleId),
 }
 
 impl RuleConfig {
     fn id(&self) -> RuleId {
         match self {
+            Self::Registry(id) => *id,
             Self::ImageReferenceValid => RuleId::ImageReferenceValid,
             Self::TagNotLatest => RuleId::TagNotLatest,
             Self::PullPolicy => RuleId::PullPolicy,
@@ -253,6 +301,21 @@ impl CompiledPolicy {
                     },
                 )
             }),
+            simple(&r.image_exists, RuleConfig::Registry(RuleId::ImageExists)),
+            simple(
+                &r.platform_supported,
+                RuleConfig::Registry(RuleId::PlatformSupported),
+            ),
+            simple(
+                &r.pull_secret_valid,
+                RuleConfig::Registry(RuleId::PullSecretValid),
+            ),
+            simple(
+                &r.registry_reachable,
+                RuleConfig::Registry(RuleId::RegistryReachable),
+            ),
+            simple(&r.registry_tls, RuleConfig::Registry(RuleId::RegistryTls)),
+            simple(&r.rate_limited, RuleConfig::Registry(RuleId::RateLimited)),
         ];
         Self {
             include: document.spec.include.clone(),
@@ -321,10 +384,50 @@ impl PolicySet {
     }
 }
 
-/// Decide. Pure: the same facts and policies always give the same verdict.
+/// What the registry must be asked for one container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryNeed {
+    /// Some registry rule applies: resolve the image.
+    pub resolve: bool,
+    /// `platform-supported` applies: read the image's platforms too.
+    pub platforms: bool,
+}
+
+/// For each container of `facts` (same order), what the registry must be asked — nothing when no
+/// applicable policy runs a registry rule on it, when its reference is invalid, or when
+/// `imagePullPolicy: Never` means the node never pulls it.
+pub fn registry_needs(facts: &Facts, policies: &PolicySet) -> Vec<RegistryNeed> {
+    facts
+        .containers
+        .iter()
+        .map(|container| {
+            let mut need = RegistryNeed::default();
+            let pulls = container.spec.pull_policy.as_deref() != Some("Never");
+            if container.image.is_err() || !pulls {
+                return need;
+            }
+            let scope = container.scope_name();
+            for policy in policies
+                .policies
+                .iter()
+                .filter(|p| p.applies_to_object(facts) && p.applies_to_image(&scope))
+            {
+                for (_, config) in &policy.rules {
+                    let id = config.id();
+                    need.resolve |= id.needs_registry();
+                    need.platforms |= id == RuleId::PlatformSupported;
+                }
+            }
+            need
+        })
+        .collect()
+}
+
+/// Decide. Pure: the same facts, registry answers and policies always give the same verdict.
 ///
 /// When several policies report the same rule for the same container, the strictest action is kept.
-pub fn evaluate(facts: &Facts, policies: &PolicySet) -> Verdict {
+/// A rule that could not be sure (e.g. credentials not verifiable) warns even where it would deny.
+pub fn evaluate(facts: &Facts, resolved: &Resolved, policies: &PolicySet) -> Verdict {
     let mut findings: Vec<Finding> = Vec::new();
     for policy in policies
         .policies
@@ -336,15 +439,26 @@ pub fn evaluate(facts: &Facts, policies: &PolicySet) -> Verdict {
                 continue;
             }
             for (action, config) in &policy.rules {
-                let Some(outcome) = rules::check(config, container) else {
+                let outcome = match config {
+                    RuleConfig::Registry(id) => {
+                        resolved::check(*id, container, &facts.namespace, resolved)
+                    }
+                    _ => rules::check(config, container),
+                };
+                let Some(outcome) = outcome else {
                     continue;
+                };
+                let action = if outcome.definitive {
+                    *action
+                } else {
+                    (*action).min(Action::Warn)
                 };
                 let finding = Finding {
                     container: container.spec.name.clone(),
                     image: container.spec.image.clone(),
                     image_path: container.spec.image_path.clone(),
                     rule: config.id(),
-                    action: *action,
+                    action,
                     message: outcome.message,
                     fix: outcome.fix,
                 };

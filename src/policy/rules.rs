@@ -9,16 +9,33 @@ use crate::image::ImageRef;
 pub(super) struct Outcome {
     pub message: String,
     pub fix: String,
+    /// False when the rule could not be sure (it then warns even where its action is `deny`).
+    pub definitive: bool,
+}
+
+impl Outcome {
+    pub fn new(message: String, fix: String) -> Self {
+        Self {
+            message,
+            fix,
+            definitive: true,
+        }
+    }
+
+    /// An outcome that is never more than a warning.
+    pub fn tentative(message: String, fix: String) -> Self {
+        Self {
+            definitive: false,
+            ..Self::new(message, fix)
+        }
+    }
 }
 
 fn outcome(message: impl Into<String>, fix: impl Into<String>) -> Option<Outcome> {
-    Some(Outcome {
-        message: message.into(),
-        fix: fix.into(),
-    })
+    Some(Outcome::new(message.into(), fix.into()))
 }
 
-/// Run one rule on one container.
+/// Run one static rule on one container (registry rules are answered in `resolved`).
 pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<Outcome> {
     let image = match (&container.image, config) {
         (Err(error), RuleConfig::ImageReferenceValid) => {
@@ -32,12 +49,14 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
         (Ok(image), _) => image,
     };
     match config {
-        RuleConfig::ImageReferenceValid => None,
+        RuleConfig::ImageReferenceValid | RuleConfig::Registry(_) => None,
         RuleConfig::TagNotLatest => tag_not_latest(image),
         RuleConfig::PullPolicy => pull_policy(image, container.spec.pull_policy.as_deref()),
-        RuleConfig::DigestPinned => image.digest().is_none().then(|| Outcome {
-            message: "image is not pinned by digest".into(),
-            fix: format!("use {}@sha256:<digest>", image.name()),
+        RuleConfig::DigestPinned => image.digest().is_none().then(|| {
+            Outcome::new(
+                "image is not pinned by digest".into(),
+                format!("use {}@sha256:<digest>", image.name()),
+            )
         }),
         RuleConfig::RegistryAllowed { allow, deny } => {
             let name = image.name();
@@ -64,9 +83,11 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
             moves.iter().find_map(|m| {
                 let rest = name.strip_prefix(&m.from)?;
                 let on_boundary = rest.is_empty() || rest.starts_with('/');
-                on_boundary.then(|| Outcome {
-                    message: format!("registry {} is frozen", m.from),
-                    fix: format!("use {}{}", m.to, reference_suffix(image, rest)),
+                on_boundary.then(|| {
+                    Outcome::new(
+                        format!("registry {} is frozen", m.from),
+                        format!("use {}{}", m.to, reference_suffix(image, rest)),
+                    )
                 })
             })
         }

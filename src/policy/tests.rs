@@ -44,6 +44,11 @@ fn policy_with(rules: &str) -> PolicySet {
     ))
 }
 
+/// Evaluate with no registry answers: only the static rules can fire.
+fn decide(facts: &Facts, policies: &PolicySet) -> Verdict {
+    evaluate(facts, &Resolved::default(), policies)
+}
+
 /// (rule, action) of each finding.
 fn fired(verdict: &Verdict) -> Vec<(RuleId, Action)> {
     verdict
@@ -75,7 +80,7 @@ fn default_rules(
     #[case] pull_policy: Option<&str>,
     #[case] expected: Vec<(RuleId, Action)>,
 ) {
-    let verdict = evaluate(
+    let verdict = decide(
         &facts("demo", vec![container("app", image, pull_policy)]),
         &policy_with(ALL_DEFAULTS),
     );
@@ -101,7 +106,7 @@ fn configured_rules(
     #[case] image: &str,
     #[case] expected: Vec<(RuleId, Action)>,
 ) {
-    let verdict = evaluate(
+    let verdict = decide(
         &facts("demo", vec![container("app", image, Some("IfNotPresent"))]),
         &policy_with(rules),
     );
@@ -126,7 +131,7 @@ spec:
 #[case::excluded_image("team-a", "registry.internal/legacy/app:latest", 0)]
 #[case::image_glob_is_normalised("team-a", "registry.internal/legacy/app", 0)]
 fn scoping(#[case] namespace: &str, #[case] image: &str, #[case] count: usize) {
-    let verdict = evaluate(
+    let verdict = decide(
         &facts(namespace, vec![container("app", image, None)]),
         &policies(SCOPED),
     );
@@ -137,7 +142,7 @@ fn scoping(#[case] namespace: &str, #[case] image: &str, #[case] count: usize) {
 fn label_scoping_requires_every_label() {
     let mut f = facts("team-a", vec![container("app", "nginx:latest", None)]);
     f.labels.clear();
-    assert!(evaluate(&f, &policies(SCOPED)).findings.is_empty());
+    assert!(decide(&f, &policies(SCOPED)).findings.is_empty());
 }
 
 #[test]
@@ -147,7 +152,7 @@ fn strictest_action_wins_across_policies() {
         "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: a}\nspec:\n  rules:\n    tag-not-latest: {action: warn}\n",
         "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: b}\nspec:\n  rules:\n    tag-not-latest: {action: deny}\n"
     );
-    let verdict = evaluate(
+    let verdict = decide(
         &facts("demo", vec![container("app", "nginx", None)]),
         &policies(&two),
     );
@@ -156,7 +161,7 @@ fn strictest_action_wins_across_policies() {
 
 #[test]
 fn findings_follow_container_order() {
-    let verdict = evaluate(
+    let verdict = decide(
         &facts(
             "demo",
             vec![
@@ -176,7 +181,7 @@ fn findings_follow_container_order() {
 
 #[test]
 fn deny_line_names_container_image_rule_and_fix() {
-    let verdict = evaluate(
+    let verdict = decide(
         &facts(
             "demo",
             vec![container("app", "nginx:latest", Some("Always"))],
@@ -194,7 +199,7 @@ fn deny_line_names_container_image_rule_and_fix() {
 #[test]
 fn every_warning_fits_kubernetes_limits() {
     let long = format!("k8s.gcr.io/{}:1", "a".repeat(200));
-    let verdict = evaluate(
+    let verdict = decide(
         &facts("demo", vec![container("app", &long, None)]),
         &policy_with(ALL_DEFAULTS),
     );
@@ -205,7 +210,7 @@ fn every_warning_fits_kubernetes_limits() {
 
 #[test]
 fn typical_warning_is_short() {
-    let verdict = evaluate(
+    let verdict = decide(
         &facts("demo", vec![container("app", "k8s.gcr.io/pause:3.9", None)]),
         &policy_with(ALL_DEFAULTS),
     );

@@ -19,10 +19,12 @@ use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use kube::core::admission::AdmissionResponse;
+use tracing::Instrument;
 
 use crate::admission;
-use crate::config::{ServeConfig, TlsSource};
+use crate::config::{KubeApi, ServeConfig, TlsSource};
 use crate::policy::{PolicySet, load_dir};
+use crate::resolve::Resolver;
 
 /// The loaded policies, the last good set kept when a change is invalid.
 #[derive(Debug)]
@@ -126,6 +128,8 @@ impl PolicyStore {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub policies: Arc<PolicyStore>,
+    /// Registry resolution; `None` runs the static rules only.
+    pub resolver: Option<Arc<Resolver>>,
     pub max_request_bytes: usize,
 }
 
@@ -212,16 +216,19 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
         operation = ?review.operation,
         dry_run = review.dry_run,
     );
-    let _entered = span.enter();
-    let started = std::time::Instant::now();
-    let response = admission::review(&request, &state.policies.current());
-    tracing::info!(
-        allowed = response.allowed,
-        warnings = response.warnings.as_ref().map_or(0, Vec::len),
-        duration_us = started.elapsed().as_micros() as u64,
-        "admission decided"
-    );
-    review_response(StatusCode::OK, response)
+    let decide = async {
+        let started = std::time::Instant::now();
+        let policies = state.policies.current();
+        let response = admission::review(&request, &policies, state.resolver.as_deref()).await;
+        tracing::info!(
+            allowed = response.allowed,
+            warnings = response.warnings.as_ref().map_or(0, Vec::len),
+            duration_us = started.elapsed().as_micros() as u64,
+            "admission decided"
+        );
+        review_response(StatusCode::OK, response)
+    };
+    decide.instrument(span).await
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -279,11 +286,15 @@ impl Running {
 pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let ServeConfig {
         listen,
+        kube_api,
         tls,
         policies_dir,
         settings,
         log_format: _,
     } = config;
+    let kube = connect_kube(&kube_api).await?;
+    let resolver =
+        Arc::new(Resolver::from_settings(&settings, kube).context("invalid registry settings")?);
     let server_settings = settings.server;
     let policies = Arc::new(
         PolicyStore::load(&policies_dir)
@@ -307,6 +318,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let handle: Handle<SocketAddr> = Handle::new();
     let state = AppState {
         policies: policies.clone(),
+        resolver: Some(resolver),
         max_request_bytes: server_settings.max_request_bytes,
     };
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config.clone())
@@ -366,6 +378,36 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         task,
         background: vec![watch_policies, watch_certs],
     })
+}
+
+/// A Kubernetes client for reading pull secrets: from `--kubeconfig` when given (an error if it is
+/// unusable), else in-cluster config or the usual kubeconfig, else none — then pull-secret checks are
+/// reported as not verifiable.
+async fn connect_kube(access: &KubeApi) -> anyhow::Result<Option<kube::Client>> {
+    let config = match access {
+        KubeApi::Off => {
+            tracing::warn!("Kubernetes API off: pull-secret checks are reported as not verifiable");
+            return Ok(None);
+        }
+        KubeApi::Kubeconfig(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
+                .await
+                .with_context(|| format!("unusable kubeconfig {}", path.display()))?
+        }
+        KubeApi::Infer => match kube::Config::infer().await {
+            Ok(config) => config,
+            Err(error) => {
+                tracing::warn!(%error, "no Kubernetes API: pull secrets and ServiceAccounts cannot be read, pull-secret checks are reported as not verifiable");
+                return Ok(None);
+            }
+        },
+    };
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).context("cannot build the Kubernetes client")?;
+    tracing::info!(%url, "reading pull secrets through the Kubernetes API");
+    Ok(Some(client))
 }
 
 /// Serve until `shutdown` resolves, then drain in-flight requests.

@@ -1,3 +1,6 @@
-//! Shared helpers for the integration tests.
+//! Shared helpers for the integration tests. Each test binary uses a different part of them.
+#![allow(dead_code)]
 
+pub mod kube;
 pub mod registry;
+pub mod scripted;

@@ -1,0 +1,159 @@
+//! Caches in front of an [`ImageResolver`], with concurrent lookups of one key coalesced into one
+//! registry request (moka's `try_get_with`).
+//!
+//! - tag → digest, keyed by (normalised reference, credential fingerprint): a TTL (tags move); "not found"
+//!   kept only briefly; transient failures never cached. A digest reference is immutable and kept longer.
+//! - digest → platforms, keyed by (repository, digest): content-addressed, kept long. It is not keyed by
+//!   credential because it is only consulted after `digest` succeeded with the caller's own credential.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use moka::Expiry;
+use moka::future::Cache;
+
+use crate::credentials::Credential;
+use crate::image::ImageRef;
+use crate::platform::Platform;
+use crate::registry::{ImageResolver, ManifestDigest, Missing, ResolveError};
+
+/// How long answers are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// A tag's digest (tags move).
+    pub tag_ttl: Duration,
+    /// A digest reference's existence (immutable).
+    pub digest_ttl: Duration,
+    /// "Not found" (someone may push it soon).
+    pub not_found_ttl: Duration,
+    /// A digest's platforms (immutable).
+    pub platforms_ttl: Duration,
+    /// Most entries per cache.
+    pub max_entries: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            tag_ttl: Duration::from_secs(5 * 60),
+            digest_ttl: Duration::from_secs(60 * 60),
+            not_found_ttl: Duration::from_secs(30),
+            platforms_ttl: Duration::from_secs(24 * 60 * 60),
+            max_entries: 100_000,
+        }
+    }
+}
+
+/// A cached digest lookup: found, or definitively not found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum DigestOutcome {
+    Found(ManifestDigest),
+    NotFound(Missing),
+}
+
+/// (normalised reference, credential fingerprint or "anonymous").
+type DigestKey = (String, String);
+
+/// Per-entry lifetime: found tags, found digests and "not found" each have their own.
+struct DigestExpiry(CacheSettings);
+
+impl Expiry<DigestKey, DigestOutcome> for DigestExpiry {
+    fn expire_after_create(
+        &self,
+        key: &DigestKey,
+        value: &DigestOutcome,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(match value {
+            DigestOutcome::NotFound(_) => self.0.not_found_ttl,
+            DigestOutcome::Found(_) if key.0.contains('@') => self.0.digest_ttl,
+            DigestOutcome::Found(_) => self.0.tag_ttl,
+        })
+    }
+}
+
+/// An [`ImageResolver`] that remembers answers and coalesces concurrent identical lookups.
+pub struct CachedResolver {
+    inner: Arc<dyn ImageResolver>,
+    digests: Cache<DigestKey, DigestOutcome>,
+    platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>>,
+}
+
+impl CachedResolver {
+    pub fn new(inner: Arc<dyn ImageResolver>, settings: CacheSettings) -> Self {
+        Self {
+            inner,
+            digests: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .expire_after(DigestExpiry(settings))
+                .build(),
+            platforms: Cache::builder()
+                .max_capacity(settings.max_entries)
+                .time_to_live(settings.platforms_ttl)
+                .build(),
+        }
+    }
+
+    /// Entries currently held (digest cache, platform cache), after pending maintenance.
+    pub async fn entry_counts(&self) -> (u64, u64) {
+        self.digests.run_pending_tasks().await;
+        self.platforms.run_pending_tasks().await;
+        (self.digests.entry_count(), self.platforms.entry_count())
+    }
+}
+
+fn fingerprint(credential: Option<&Credential>) -> String {
+    credential.map_or_else(|| "anonymous".to_owned(), Credential::fingerprint)
+}
+
+impl ImageResolver for CachedResolver {
+    fn digest<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+    ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
+        Box::pin(async move {
+            let key = (image.to_string(), fingerprint(credential));
+            let outcome = self
+                .digests
+                .try_get_with(key, async {
+                    match self.inner.digest(image, credential).await {
+                        Ok(digest) => Ok(DigestOutcome::Found(digest)),
+                        Err(ResolveError::NotFound(missing)) => {
+                            Ok(DigestOutcome::NotFound(missing))
+                        }
+                        Err(error) => Err(error),
+                    }
+                })
+                .await
+                .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
+            match outcome {
+                DigestOutcome::Found(digest) => Ok(digest),
+                DigestOutcome::NotFound(missing) => Err(ResolveError::NotFound(missing)),
+            }
+        })
+    }
+
+    fn platforms<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        digest: &'a ManifestDigest,
+        credential: Option<&'a Credential>,
+    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
+        Box::pin(async move {
+            let key = (image.name(), digest.clone());
+            let platforms = self
+                .platforms
+                .try_get_with(key, async {
+                    self.inner
+                        .platforms(image, digest, credential)
+                        .await
+                        .map(Arc::new)
+                })
+                .await
+                .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
+            Ok((*platforms).clone())
+        })
+    }
+}

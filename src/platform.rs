@@ -1,0 +1,650 @@
+//! Platforms: where a pod may land, and whether an image runs there.
+//!
+//! This module owns the [`Platform`] newtype (`os/architecture[/variant]`), the question "which
+//! node platforms may this pod be scheduled on" ([`pod_platforms`]) and the comparison of an
+//! image's platforms with that answer ([`compare`]). It is pure: no I/O, no Kubernetes client.
+//!
+//! **Normalisation and matching mirror containerd's `platforms` package**, which is what pulls
+//! and selects the manifest on the node:
+//!
+//! - [`Platform::normalized`] is `platforms.Normalize`: os lowercased (`macos` is `darwin`);
+//!   `x86_64`/`x86-64` are `amd64` (variant `v1` dropped); `aarch64` is `arm64` (variant `v8`
+//!   dropped); `arm` without a variant is `arm/v7`; `armhf` is `arm/v7`, `armel` is `arm/v6`;
+//!   `i386` is `386`.
+//! - [`Platform::runs_on`] is `platforms.Only(node).Match(image)`: the node accepts its own
+//!   platform and, in order, `amd64/vN` → `amd64/v(N-1)..v1` and `386`; `arm/vN` →
+//!   `arm/v(N-1)..v5`; `arm64` (`v8`) → `arm/v8..v5`; `arm64/v8.x` → `arm64/v8.(x-1)..v8` then
+//!   arm; `arm64/v9.x` → `arm64/v9.(x-1)..v9`, `arm64/v8.(x+5)..v8`, then arm. Nothing else
+//!   runs cross-architecture. Two deliberate differences: Windows `os.version` is not modelled
+//!   (a `windows/amd64` image is taken to run on any `windows/amd64` node), and an arm64 minor
+//!   variant of two digits (`v8.10`) is honoured where containerd only parses one digit.
+//!
+//! **Scheduling follows kube-scheduler's NodeAffinity plugin**, restricted to the platform labels
+//! `kubernetes.io/os` and `kubernetes.io/arch` and their legacy `beta.kubernetes.io/` twins
+//! (kubelet sets all four, so a twin is the same constraint). `nodeSelector` entries and required
+//! node affinity are AND'ed; affinity terms are OR'ed and the expressions of a term AND'ed; a term
+//! with neither expressions nor fields matches no node. `In`, `NotIn` and `Exists` work as on any
+//! label; `DoesNotExist` matches no node, since every node carries these labels. Other keys,
+//! other operators and `matchFields` do not constrain the platform and are ignored, as are
+//! preferred affinity, taints and tolerations. (RuntimeClass `scheduling.nodeSelector` has been
+//! merged into `nodeSelector` by admission before a validating webhook sees the pod.)
+//!
+//! A platform a selector names explicitly is a candidate even when the cluster's node list lacks
+//! it: the list may be a guess (the default is `[linux/amd64]`) or nodes may be provisioned on
+//! demand, and the pod's author asked for it. An architecture no node has, named without an
+//! operating system, is paired with every operating system of the node list, and vice versa.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, PodSpec};
+
+/// The stable node label holding the operating system (`GOOS`).
+const LABEL_OS: &str = "kubernetes.io/os";
+/// The stable node label holding the architecture (`GOARCH`).
+const LABEL_ARCH: &str = "kubernetes.io/arch";
+/// Deprecated twin of [`LABEL_OS`], still set by kubelet.
+const LEGACY_LABEL_OS: &str = "beta.kubernetes.io/os";
+/// Deprecated twin of [`LABEL_ARCH`], still set by kubelet.
+const LEGACY_LABEL_ARCH: &str = "beta.kubernetes.io/arch";
+/// The os and architecture of attestation manifests in OCI image indexes.
+const UNKNOWN: &str = "unknown";
+
+/// An image or node platform: `os/architecture[/variant]`, e.g. `linux/amd64`, `linux/arm64/v8`,
+/// `linux/arm/v7`, `windows/amd64`.
+///
+/// Parsing validates the shape and keeps the text as written, so [`Display`](fmt::Display)
+/// round-trips; equality is structural. Use [`Platform::normalized`] to compare meanings
+/// (`linux/aarch64` and `linux/arm64/v8` are the same platform). Every platform returned by
+/// [`pod_platforms`] and [`compare`] is normalised.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Platform {
+    /// Operating system, e.g. `linux`, `windows`.
+    pub os: String,
+    /// CPU architecture, e.g. `amd64`, `arm64`, `arm`.
+    pub architecture: String,
+    /// CPU variant, e.g. `v7` for `arm`, `v8` for `arm64`, `v3` for `amd64`.
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    /// The canonical form, as containerd's `platforms.Normalize` (see the module docs).
+    pub fn normalized(&self) -> Platform {
+        let (architecture, variant) =
+            normalize_arch(&self.architecture, self.variant.as_deref().unwrap_or(""));
+        Platform {
+            os: normalize_os(&self.os),
+            architecture,
+            variant: (!variant.is_empty()).then_some(variant),
+        }
+    }
+
+    /// Whether an image built for `self` runs on a node of platform `node`, as containerd's
+    /// `platforms.Only(node)` decides: the node's own platform or an older one it can execute
+    /// (`386` on `amd64`, `arm/v6` on `arm/v7`, `arm/v7` on `arm64`, ...).
+    pub fn runs_on(&self, node: &Platform) -> bool {
+        let image = self.normalized();
+        node.normalized().runnable().contains(&image)
+    }
+
+    /// containerd's `platformVector`: the normalised platforms a node of normalised platform
+    /// `self` can run, its own first.
+    fn runnable(&self) -> Vec<Platform> {
+        let variant = self.variant.as_deref().unwrap_or("");
+        let v = |n: u32| format!("v{n}");
+        let mut out = vec![self.clone()];
+        match self.architecture.as_str() {
+            "amd64" => {
+                if let Some(level) = version(variant) {
+                    out.extend((1..level).rev().map(|n| self.with("amd64", &v(n))));
+                }
+                out.push(self.with("386", ""));
+            }
+            "arm" => {
+                if let Some(level) = version(variant).filter(|&n| n > 5) {
+                    out.extend((5..level).rev().map(|n| self.with("arm", &v(n))));
+                }
+            }
+            "arm64" => {
+                let variant = if variant.is_empty() { "v8" } else { variant };
+                let (major, minor) = variant.split_once('.').unwrap_or((variant, "0"));
+                if let (Some(mut major), Ok(mut minor)) = (version(major), minor.parse::<u32>()) {
+                    if major == 9 {
+                        out.extend((0..minor).rev().map(|m| self.with("arm64", &arm64(9, m))));
+                        // v9.0 diverged from v8.5, so v9.x runs v8.(x+5) and below.
+                        minor += 5;
+                        major = 8;
+                        out.push(self.with("arm64", &arm64(8, minor)));
+                    }
+                    if major >= 8 {
+                        let older = (0..minor)
+                            .rev()
+                            .map(|m| self.with("arm64", &arm64(major, m)));
+                        out.extend(older);
+                    }
+                }
+                let arm = match variant.get(..3) {
+                    Some("v8." | "v9.") => "v8",
+                    _ => variant,
+                };
+                out.extend(self.with("arm", arm).runnable());
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// The normalised platform with this os and the given architecture and variant.
+    fn with(&self, architecture: &str, variant: &str) -> Platform {
+        normalized(&self.os, architecture, variant)
+    }
+}
+
+/// The normalised platform of these parts; an empty variant is none.
+fn normalized(os: &str, architecture: &str, variant: &str) -> Platform {
+    let platform = Platform {
+        os: os.to_owned(),
+        architecture: architecture.to_owned(),
+        variant: (!variant.is_empty()).then(|| variant.to_owned()),
+    };
+    platform.normalized()
+}
+
+/// `vN` (or `N`) as a number.
+fn version(variant: &str) -> Option<u32> {
+    variant.strip_prefix('v').unwrap_or(variant).parse().ok()
+}
+
+/// An arm64 variant name: `v8` for minor 0, else `v8.2`.
+fn arm64(major: u32, minor: u32) -> String {
+    match minor {
+        0 => format!("v{major}"),
+        _ => format!("v{major}.{minor}"),
+    }
+}
+
+/// containerd's `normalizeOS`.
+fn normalize_os(os: &str) -> String {
+    match os.to_ascii_lowercase().as_str() {
+        "macos" => "darwin".to_owned(),
+        os => os.to_owned(),
+    }
+}
+
+/// containerd's `normalizeArch`: `(architecture, variant)`, the variant empty when there is none.
+fn normalize_arch(architecture: &str, variant: &str) -> (String, String) {
+    let (architecture, variant) = (
+        architecture.to_ascii_lowercase(),
+        variant.to_ascii_lowercase(),
+    );
+    let (architecture, variant) = match (architecture.as_str(), variant.as_str()) {
+        ("i386", _) => ("386", String::new()),
+        ("x86_64" | "x86-64" | "amd64", "v1") => ("amd64", String::new()),
+        ("x86_64" | "x86-64" | "amd64", _) => ("amd64", variant),
+        ("aarch64" | "arm64", "8" | "v8") => ("arm64", String::new()),
+        ("aarch64" | "arm64", _) => ("arm64", variant),
+        ("armhf", _) | ("arm", "" | "7") => ("arm", "v7".to_owned()),
+        ("armel", _) => ("arm", "v6".to_owned()),
+        ("arm", "5" | "6" | "8") => ("arm", format!("v{variant}")),
+        _ => return (architecture, variant),
+    };
+    (architecture.to_owned(), variant)
+}
+
+impl FromStr for Platform {
+    type Err = PlatformError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err(PlatformError::Empty);
+        }
+        let parts: Vec<&str> = s.split('/').collect();
+        let (os, architecture, variant) = match parts.as_slice() {
+            [os, architecture] => (*os, *architecture, None),
+            [os, architecture, variant] => (*os, *architecture, Some(*variant)),
+            _ => {
+                return Err(PlatformError::ComponentCount {
+                    input: s.to_owned(),
+                    count: parts.len(),
+                });
+            }
+        };
+        let valid = |c: &str| {
+            !c.is_empty()
+                && c.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        };
+        if let Some(bad) = parts.iter().find(|c| !valid(c)) {
+            return Err(PlatformError::InvalidComponent {
+                input: s.to_owned(),
+                component: (*bad).to_owned(),
+            });
+        }
+        Ok(Platform {
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            variant: variant.map(str::to_owned),
+        })
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)?;
+        match &self.variant {
+            Some(variant) => write!(f, "/{variant}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Platform {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <String as serde::Deserialize>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Why a platform string was rejected.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum PlatformError {
+    /// The platform is the empty string.
+    #[error("platform is empty: expected <os>/<architecture>[/<variant>], e.g. linux/amd64")]
+    Empty,
+    /// The platform does not have two or three `/`-separated components.
+    #[error("invalid platform {input:?}: {count} component(s), expected <os>/<arch>[/<variant>]")]
+    ComponentCount { input: String, count: usize },
+    /// A component is empty or uses characters outside `[A-Za-z0-9_.-]`.
+    #[error("invalid platform {input:?}: component {component:?} is not [A-Za-z0-9_.-]+")]
+    InvalidComponent { input: String, component: String },
+}
+
+/// The platforms a pod may be scheduled on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodPlatforms {
+    /// Normalised, sorted and distinct. Empty when the pod's constraints contradict each other
+    /// (the pod is unschedulable).
+    pub candidates: Vec<Platform>,
+    /// Whether the pod's `nodeSelector` or required node affinity constrains the platform labels
+    /// (so the candidates are what the pod asked for, not merely what the cluster runs).
+    pub constrained: bool,
+}
+
+/// A platform label a scheduling constraint can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Os,
+    Arch,
+}
+
+impl Label {
+    fn from_key(key: &str) -> Option<Label> {
+        match key {
+            LABEL_OS | LEGACY_LABEL_OS => Some(Label::Os),
+            LABEL_ARCH | LEGACY_LABEL_ARCH => Some(Label::Arch),
+            _ => None,
+        }
+    }
+
+    /// A label value in the form [`Platform::normalized`] uses (`x86_64` is `amd64`).
+    fn normalize(self, value: &str) -> String {
+        match self {
+            Label::Os => normalize_os(value),
+            Label::Arch => normalize_arch(value, "").0,
+        }
+    }
+
+    /// The value a node of (normalised) platform `platform` has for this label.
+    fn of(self, platform: &Platform) -> &str {
+        match self {
+            Label::Os => &platform.os,
+            Label::Arch => &platform.architecture,
+        }
+    }
+}
+
+/// One requirement on a platform label; values normalised.
+#[derive(Debug)]
+enum Requirement {
+    In(Label, Vec<String>),
+    NotIn(Label, Vec<String>),
+    Exists,
+    /// Every node has the platform labels, so this matches none.
+    DoesNotExist,
+}
+
+impl Requirement {
+    /// The requirement an expression sets on the platform, or `None` when it sets none.
+    fn from_expression(expression: &NodeSelectorRequirement) -> Option<Requirement> {
+        let label = Label::from_key(&expression.key)?;
+        let values = || {
+            expression
+                .values
+                .iter()
+                .flatten()
+                .map(|v| label.normalize(v))
+                .collect()
+        };
+        match expression.operator.as_str() {
+            "In" => Some(Requirement::In(label, values())),
+            "NotIn" => Some(Requirement::NotIn(label, values())),
+            "Exists" => Some(Requirement::Exists),
+            "DoesNotExist" => Some(Requirement::DoesNotExist),
+            _ => None,
+        }
+    }
+
+    fn matches(&self, platform: &Platform) -> bool {
+        match self {
+            Requirement::In(label, values) => values.iter().any(|v| v == label.of(platform)),
+            Requirement::NotIn(label, values) => values.iter().all(|v| v != label.of(platform)),
+            Requirement::Exists => true,
+            Requirement::DoesNotExist => false,
+        }
+    }
+
+    /// The values this requirement names positively for `label`.
+    fn named(&self, label: Label) -> &[String] {
+        match self {
+            Requirement::In(l, values) if *l == label => values,
+            _ => &[],
+        }
+    }
+}
+
+/// The platforms the pod with `spec` may land on, given the cluster's node platforms (see the
+/// module docs for the rules). Unconstrained, that is `node_platforms`, normalised.
+pub fn pod_platforms(spec: &PodSpec, node_platforms: &[Platform]) -> PodPlatforms {
+    let selector: Vec<Requirement> = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .filter_map(|(key, value)| {
+            let label = Label::from_key(key)?;
+            Some(Requirement::In(label, vec![label.normalize(value)]))
+        })
+        .collect();
+    let terms = required_terms(spec);
+    let constrained = !selector.is_empty()
+        || terms
+            .as_ref()
+            .is_some_and(|t| t.is_empty() || t.iter().any(|term| !term.is_empty()));
+
+    let nodes: BTreeSet<Platform> = node_platforms.iter().map(Platform::normalized).collect();
+    let mut universe = nodes.clone();
+    let conjunctions: Vec<Vec<&Requirement>> = match &terms {
+        None => vec![selector.iter().collect()],
+        Some(terms) => terms
+            .iter()
+            .map(|term| selector.iter().chain(term).collect())
+            .collect(),
+    };
+    for conjunction in &conjunctions {
+        universe.extend(named_platforms(conjunction, &nodes));
+    }
+
+    let admits = |p: &Platform| {
+        selector.iter().all(|r| r.matches(p))
+            && terms
+                .as_ref()
+                .is_none_or(|terms| terms.iter().any(|term| term.iter().all(|r| r.matches(p))))
+    };
+    PodPlatforms {
+        candidates: universe.into_iter().filter(|p| admits(p)).collect(),
+        constrained,
+    }
+}
+
+/// Required node affinity as an OR of terms, each an AND of platform requirements; `None` when
+/// there is no required node affinity. A term with neither expressions nor fields matches no node
+/// and is left out.
+fn required_terms(spec: &PodSpec) -> Option<Vec<Vec<Requirement>>> {
+    let affinity = spec.affinity.as_ref()?.node_affinity.as_ref()?;
+    let required = affinity
+        .required_during_scheduling_ignored_during_execution
+        .as_ref()?;
+    let present = |list: &Option<Vec<NodeSelectorRequirement>>| list.iter().flatten().count() > 0;
+    let terms = required.node_selector_terms.iter();
+    let terms = terms.filter(|t| present(&t.match_expressions) || present(&t.match_fields));
+    let platform_requirements = |t: &NodeSelectorTerm| {
+        let expressions = t.match_expressions.iter().flatten();
+        expressions
+            .filter_map(Requirement::from_expression)
+            .collect()
+    };
+    Some(terms.map(platform_requirements).collect())
+}
+
+/// Platforms one AND'ed set of requirements names with `In` that no node platform has. With both
+/// labels named, each named (os, architecture) pair the nodes lack; with one label named, each
+/// value of it the nodes lack, paired with every value the nodes have for the other label.
+fn named_platforms(conjunction: &[&Requirement], nodes: &BTreeSet<Platform>) -> Vec<Platform> {
+    let named = |label: Label| -> BTreeSet<&str> {
+        let values = conjunction.iter().flat_map(|r| r.named(label));
+        values.map(String::as_str).collect()
+    };
+    let known = |label: Label| -> BTreeSet<&str> { nodes.iter().map(|n| label.of(n)).collect() };
+    let (oses, architectures) = (named(Label::Os), named(Label::Arch));
+    let (oses, architectures) = match (oses.is_empty(), architectures.is_empty()) {
+        (true, true) => return Vec::new(),
+        (false, false) => (oses, architectures),
+        (false, true) => (&oses - &known(Label::Os), known(Label::Arch)),
+        (true, false) => (known(Label::Os), &architectures - &known(Label::Arch)),
+    };
+    let known = |os: &str, arch: &str| nodes.iter().any(|n| n.os == os && n.architecture == arch);
+    let mut out = Vec::new();
+    for os in oses {
+        let missing = architectures.iter().filter(|arch| !known(os, arch));
+        out.extend(missing.map(|arch| normalized(os, arch, "")));
+    }
+    out
+}
+
+/// How an image's platforms cover the platforms a pod may land on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PlatformMatch {
+    /// The image runs on every candidate (also when there is no candidate: an unschedulable pod
+    /// is reported from [`PodPlatforms`], not here).
+    All,
+    /// The image runs on some candidates but not on these.
+    Some { missing: Vec<Platform> },
+    /// The image runs on no candidate. `offered` is normalised, sorted and distinct, without
+    /// attestation (`unknown`) entries.
+    None {
+        wanted: Vec<Platform>,
+        offered: Vec<Platform>,
+    },
+}
+
+/// Compare the platforms an image offers (its index entries, or its single config's platform)
+/// with where the pod may land: a candidate is satisfied when any image platform
+/// [`runs_on`](Platform::runs_on) it. Entries whose os or architecture is `unknown` (attestation
+/// manifests in OCI indexes) are ignored.
+pub fn compare(image: &[Platform], pod: &PodPlatforms) -> PlatformMatch {
+    let offered: BTreeSet<Platform> = image
+        .iter()
+        .filter(|p| !p.os.eq_ignore_ascii_case(UNKNOWN))
+        .filter(|p| !p.architecture.eq_ignore_ascii_case(UNKNOWN))
+        .map(Platform::normalized)
+        .collect();
+    let missing: Vec<Platform> = pod
+        .candidates
+        .iter()
+        .filter(|node| !offered.iter().any(|p| p.runs_on(node)))
+        .cloned()
+        .collect();
+    if missing.is_empty() {
+        PlatformMatch::All
+    } else if missing.len() == pod.candidates.len() {
+        PlatformMatch::None {
+            wanted: pod.candidates.clone(),
+            offered: offered.into_iter().collect(),
+        }
+    } else {
+        PlatformMatch::Some { missing }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use serde_json::{Value, json};
+
+    const A: &str = "kubernetes.io/arch";
+    const O: &str = "kubernetes.io/os";
+
+    fn p(s: &str) -> Platform {
+        s.parse().unwrap()
+    }
+
+    fn ps(list: &[&str]) -> Vec<Platform> {
+        list.iter().map(|s| p(s)).collect()
+    }
+
+    /// A PodSpec with this nodeSelector and, unless `terms` is null, these required terms.
+    fn spec(selector: Value, terms: Value) -> PodSpec {
+        let mut spec =
+            json!({"containers": [{"name": "app", "image": "app"}], "nodeSelector": selector});
+        if !terms.is_null() {
+            let required = json!({"nodeSelectorTerms": terms});
+            spec["affinity"] = json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": required}});
+        }
+        serde_json::from_value(spec).unwrap()
+    }
+
+    fn term(expressions: &[Value]) -> Value {
+        json!({"matchExpressions": expressions})
+    }
+
+    fn req(key: &str, operator: &str, values: &[&str]) -> Value {
+        json!({"key": key, "operator": operator, "values": values})
+    }
+
+    #[rustfmt::skip]
+    #[rstest]
+    #[case::amd64("linux/amd64", "linux", "amd64", None)]
+    #[case::arm64_v8("linux/arm64/v8", "linux", "arm64", Some("v8"))]
+    #[case::arm_v7("linux/arm/v7", "linux", "arm", Some("v7"))]
+    #[case::windows("windows/amd64", "windows", "amd64", None)]
+    #[case::kept_as_written("Linux/x86_64", "Linux", "x86_64", None)]
+    fn parses_and_displays(#[case] text: &str, #[case] os: &str, #[case] arch: &str, #[case] variant: Option<&str>) {
+        let platform = p(text);
+        assert_eq!((platform.os.as_str(), platform.architecture.as_str(), platform.variant.as_deref()), (os, arch, variant));
+        assert_eq!(platform.to_string(), text);
+    }
+
+    #[rustfmt::skip]
+    #[rstest]
+    #[case::empty("", PlatformError::Empty)]
+    #[case::os_only("linux", PlatformError::ComponentCount { input: "linux".into(), count: 1 })]
+    #[case::too_many("linux/arm/v7/x", PlatformError::ComponentCount { input: "linux/arm/v7/x".into(), count: 4 })]
+    #[case::empty_arch("linux/", PlatformError::InvalidComponent { input: "linux/".into(), component: "".into() })]
+    #[case::space("linux/amd 64", PlatformError::InvalidComponent { input: "linux/amd 64".into(), component: "amd 64".into() })]
+    #[case::os_version("windows(10.0.17763)/amd64", PlatformError::InvalidComponent { input: "windows(10.0.17763)/amd64".into(), component: "windows(10.0.17763)".into() })]
+    fn rejects(#[case] text: &str, #[case] expected: PlatformError) {
+        assert_eq!(text.parse::<Platform>(), Err(expected));
+    }
+
+    #[test]
+    fn deserializes_via_from_str() {
+        let parse = |value| serde_json::from_value::<Vec<Platform>>(value);
+        let list = parse(json!(["linux/amd64", "linux/arm/v7"])).unwrap();
+        assert_eq!(list, ps(&["linux/amd64", "linux/arm/v7"]));
+        let error = parse(json!(["amd64"])).unwrap_err().to_string();
+        assert!(error.contains("invalid platform \"amd64\""), "{error}");
+    }
+
+    #[rustfmt::skip]
+    #[rstest]
+    #[case::x86_64("linux/x86_64", "linux/amd64")]
+    #[case::x86_dash_64("linux/x86-64", "linux/amd64")]
+    #[case::amd64_v1("linux/amd64/v1", "linux/amd64")]
+    #[case::amd64_v3_kept("linux/amd64/v3", "linux/amd64/v3")]
+    #[case::aarch64("linux/aarch64", "linux/arm64")]
+    #[case::arm64_v8("linux/arm64/v8", "linux/arm64")]
+    #[case::arm64_8("linux/arm64/8", "linux/arm64")]
+    #[case::arm_means_v7("linux/arm", "linux/arm/v7")]
+    #[case::arm_7("linux/arm/7", "linux/arm/v7")]
+    #[case::armhf("linux/armhf", "linux/arm/v7")]
+    #[case::armel("linux/armel", "linux/arm/v6")]
+    #[case::i386("linux/i386", "linux/386")]
+    #[case::case_folded("Windows/AMD64", "windows/amd64")]
+    #[case::macos("macos/arm64", "darwin/arm64")]
+    #[case::unknown_arch_kept("linux/riscv64", "linux/riscv64")]
+    fn normalizes(#[case] text: &str, #[case] expected: &str) {
+        assert_eq!(p(text).normalized().to_string(), expected);
+    }
+
+    #[rustfmt::skip]
+    #[rstest]
+    #[case::same("linux/amd64", "linux/amd64", true)]
+    #[case::spelling("linux/x86_64", "linux/amd64", true)]
+    #[case::arm64_v8_on_aarch64("linux/arm64/v8", "linux/aarch64", true)]
+    #[case::arm64_on_amd64("linux/arm64", "linux/amd64", false)]
+    #[case::amd64_on_arm64("linux/amd64", "linux/arm64", false)]
+    #[case::i386_on_amd64("linux/386", "linux/amd64", true)]
+    #[case::amd64_on_386("linux/amd64", "linux/386", false)]
+    #[case::amd64_v2_on_amd64("linux/amd64/v2", "linux/amd64", false)]
+    #[case::amd64_on_amd64_v3("linux/amd64", "linux/amd64/v3", true)]
+    #[case::arm_v7_on_arm64("linux/arm/v7", "linux/arm64", true)]
+    #[case::arm_v5_on_arm64("linux/arm/v5", "linux/arm64/v8", true)]
+    #[case::arm_v6_on_arm_v7("linux/arm/v6", "linux/arm", true)]
+    #[case::arm_v7_on_arm_v6("linux/arm/v7", "linux/arm/v6", false)]
+    #[case::arm64_on_arm_v7("linux/arm64", "linux/arm/v7", false)]
+    #[case::arm64_v8_2_on_v9("linux/arm64/v8.2", "linux/arm64/v9", true)]
+    #[case::arm64_v9_on_v8("linux/arm64/v9", "linux/arm64", false)]
+    #[case::windows_on_linux("windows/amd64", "linux/amd64", false)]
+    fn runs_on(#[case] image: &str, #[case] node: &str, #[case] expected: bool) {
+        assert_eq!(p(image).runs_on(&p(node)), expected);
+    }
+
+    #[rustfmt::skip]
+    #[rstest]
+    #[case::unconstrained(json!({}), Value::Null, &["linux/arm64", "linux/amd64"], &["linux/amd64", "linux/arm64"], false)]
+    #[case::unconstrained_normalises(json!({}), Value::Null, &["linux/x86_64", "linux/arm"], &["linux/amd64", "linux/arm/v7"], false)]
+    #[case::other_keys_ignored(json!({"disktype": "ssd"}), json!([term(&[req("topology.kubernetes.io/zone", "In", &["a"])])]), &["linux/amd64"], &["linux/amd64"], false)]
+    #[case::selector_arch(json!({A: "arm64"}), Value::Null, &["linux/amd64", "linux/arm64"], &["linux/arm64"], true)]
+    #[case::selector_legacy_os(json!({"beta.kubernetes.io/os": "linux"}), Value::Null, &["linux/amd64", "windows/amd64"], &["linux/amd64"], true)]
+    #[case::selector_outside_nodes(json!({A: "arm64"}), Value::Null, &["linux/amd64"], &["linux/arm64"], true)]
+    #[case::selector_exact(json!({O: "windows", A: "arm64"}), Value::Null, &["linux/amd64"], &["windows/arm64"], true)]
+    #[case::selector_keeps_node_variant(json!({A: "arm"}), Value::Null, &["linux/arm/v6", "linux/amd64"], &["linux/arm/v6"], true)]
+    #[case::affinity_in(json!({}), json!([term(&[req(A, "In", &["amd64", "arm64"])])]), &["linux/amd64"], &["linux/amd64", "linux/arm64"], true)]
+    #[case::affinity_not_in(json!({}), json!([term(&[req(A, "NotIn", &["arm64"])])]), &["linux/amd64", "linux/arm64"], &["linux/amd64"], true)]
+    #[case::affinity_exists(json!({}), json!([term(&[req(A, "Exists", &[])])]), &["linux/amd64", "linux/arm64"], &["linux/amd64", "linux/arm64"], true)]
+    #[case::affinity_does_not_exist(json!({}), json!([term(&[req(O, "DoesNotExist", &[])])]), &["linux/amd64"], &[], true)]
+    #[case::selector_outside_nodes_os_from_nodes(json!({A: "arm64"}), Value::Null, &["linux/amd64", "windows/amd64"], &["linux/arm64", "windows/arm64"], true)]
+    #[case::terms_ored(json!({}), json!([term(&[req(A, "In", &["arm64"])]), term(&[req(O, "In", &["windows"])])]), &["linux/amd64", "linux/arm64", "windows/amd64"], &["linux/arm64", "windows/amd64"], true)]
+    #[case::expressions_anded(json!({}), json!([term(&[req(O, "In", &["linux"]), req(A, "NotIn", &["amd64"])])]), &["linux/amd64", "linux/arm64", "windows/arm64"], &["linux/arm64"], true)]
+    #[case::selector_and_affinity(json!({O: "windows"}), json!([term(&[req(A, "In", &["arm64"])])]), &["linux/amd64"], &["windows/arm64"], true)]
+    #[case::contradiction(json!({A: "amd64"}), json!([term(&[req(A, "NotIn", &["amd64"])])]), &["linux/amd64", "linux/arm64"], &[], true)]
+    #[case::selector_vs_affinity_in(json!({A: "amd64"}), json!([term(&[req(A, "In", &["arm64"])])]), &["linux/amd64"], &[], true)]
+    #[case::empty_term_matches_nothing(json!({}), json!([{}]), &["linux/amd64"], &[], true)]
+    #[case::match_fields_only(json!({}), json!([{"matchFields": [req("metadata.name", "In", &["n1"])]}]), &["linux/amd64"], &["linux/amd64"], false)]
+    fn pod_platforms_from(#[case] selector: Value, #[case] terms: Value, #[case] nodes: &[&str], #[case] expected: &[&str], #[case] constrained: bool) {
+        let got = pod_platforms(&spec(selector, terms), &ps(nodes));
+        assert_eq!(got, PodPlatforms { candidates: expected.iter().map(|s| p(s).normalized()).collect(), constrained });
+    }
+
+    const INDEX: &[&str] = &[
+        "linux/amd64",
+        "linux/arm64/v8",
+        "unknown/unknown",
+        "unknown/unknown",
+    ];
+
+    #[rustfmt::skip]
+    #[rstest]
+    #[case::index_covers_all(INDEX, &["linux/amd64", "linux/arm64"], PlatformMatch::All)]
+    #[case::arm_v7_image_on_arm64(&["linux/arm/v7"], &["linux/arm64"], PlatformMatch::All)]
+    #[case::unschedulable_is_not_an_image_problem(&["linux/amd64"], &[], PlatformMatch::All)]
+    #[case::index_lacks_s390x(INDEX, &["linux/amd64", "linux/s390x"], PlatformMatch::Some { missing: ps(&["linux/s390x"]) })]
+    #[case::amd64_only_on_arm64(&["linux/amd64"], &["linux/arm64"], PlatformMatch::None { wanted: ps(&["linux/arm64"]), offered: ps(&["linux/amd64"]) })]
+    #[case::attestations_are_not_offered(INDEX, &["linux/ppc64le"], PlatformMatch::None { wanted: ps(&["linux/ppc64le"]), offered: ps(&["linux/amd64", "linux/arm64"]) })]
+    #[case::only_attestations(&["unknown/unknown"], &["linux/amd64"], PlatformMatch::None { wanted: ps(&["linux/amd64"]), offered: vec![] })]
+    fn compares(#[case] image: &[&str], #[case] candidates: &[&str], #[case] expected: PlatformMatch) {
+        let pod = PodPlatforms { candidates: ps(candidates), constrained: false };
+        assert_eq!(compare(&ps(image), &pod), expected);
+    }
+}

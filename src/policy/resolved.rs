@@ -1,0 +1,311 @@
+//! What the registries said about a pod's images (plain data, gathered before `evaluate`), and the
+//! registry rules that turn it into findings: `image-exists`, `platform-supported`, `pull-secret-valid`,
+//! `registry-reachable`, `registry-tls` and `rate-limited`. Wording follows the troubleshooting guide.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use super::rules::Outcome;
+use super::{ContainerFacts, RuleId};
+use crate::credentials::{CredentialOrigin, SecretProblem, SecretProblemKind};
+use crate::image::ImageRef;
+use crate::platform::{Platform, PlatformMatch, PodPlatforms};
+use crate::registry::{FailureClass, Missing, ResolveError};
+
+/// The registry's answers for one admission, by container image field path.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub images: BTreeMap<String, ImageStatus>,
+    /// Where the pod may land (for messages).
+    pub pod_platforms: Option<PodPlatforms>,
+}
+
+/// One credential that was tried and failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthAttempt {
+    pub origin: CredentialOrigin,
+    pub error: ResolveError,
+}
+
+/// What resolving one image came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// The image exists and the pod's credentials (or none) can pull it.
+    Found {
+        digest: String,
+        /// How the image's platforms compare with where the pod may land; `None` when not checked.
+        platforms: Option<Result<PlatformMatch, ResolveError>>,
+        /// Problems with referenced secrets that did not stop the pull (e.g. a missing secret for a public image).
+        secret_problems: Vec<SecretProblem>,
+    },
+    /// The registry says the tag, digest or repository does not exist.
+    NotFound(Missing),
+    /// The registry wants credentials and none of the pod's work.
+    AuthFailed {
+        /// Each credential tried, in kubelet's order.
+        attempts: Vec<AuthAttempt>,
+        /// Problems with referenced secrets (missing, wrong type, malformed, no entry for the host).
+        problems: Vec<SecretProblem>,
+        /// The anonymous answer, when no credential matched.
+        anonymous: Option<ResolveError>,
+        /// Pull secrets could not be read because no Kubernetes API is available.
+        api_unavailable: bool,
+    },
+    /// The registry could not be asked: network, TLS, rate limit or a broken answer.
+    Failed(ResolveError),
+    /// The admission's time budget ran out before the registry answered.
+    TimedOut(Duration),
+}
+
+/// The registry rule `id` for one container.
+pub(super) fn check(
+    id: RuleId,
+    container: &ContainerFacts,
+    namespace: &str,
+    resolved: &Resolved,
+) -> Option<Outcome> {
+    let image = container.image.as_ref().ok()?;
+    let status = resolved.images.get(&container.spec.image_path)?;
+    match (id, status) {
+        (RuleId::ImageExists, ImageStatus::NotFound(missing)) => Some(not_found(image, *missing)),
+        (
+            RuleId::PlatformSupported,
+            ImageStatus::Found {
+                platforms: Some(Ok(m)),
+                ..
+            },
+        ) => platform(m, resolved.pod_platforms.as_ref()),
+        (RuleId::PullSecretValid, ImageStatus::AuthFailed { .. }) => {
+            Some(auth_failed(image, namespace, status))
+        }
+        (
+            RuleId::PullSecretValid,
+            ImageStatus::Found {
+                secret_problems, ..
+            },
+        ) => {
+            let first = secret_problems.first()?;
+            Some(Outcome::tentative(
+                format!("{first}; the image pulls without it"),
+                "fix or remove the reference to the secret".into(),
+            ))
+        }
+        (rule, ImageStatus::Failed(error)) if error.class() == failure_class(rule)? => {
+            Some(failed(image, error))
+        }
+        (
+            RuleId::RegistryReachable,
+            ImageStatus::Found {
+                platforms: Some(Err(error)),
+                ..
+            },
+        ) => Some(Outcome::new(
+            format!(
+                "could not read the image's platforms from {}: {error}",
+                image.registry()
+            ),
+            "check the network path from the nodes to the registry".into(),
+        )),
+        (RuleId::RegistryReachable, ImageStatus::TimedOut(budget)) => Some(Outcome::new(
+            format!(
+                "could not verify: {} did not answer within {} s",
+                image.registry(),
+                budget.as_secs_f32()
+            ),
+            "check DNS, firewall and proxy between the nodes and the registry".into(),
+        )),
+        _ => None,
+    }
+}
+
+/// The rule that reports a failure class other than not-found and auth.
+fn failure_class(rule: RuleId) -> Option<FailureClass> {
+    match rule {
+        RuleId::RegistryReachable => Some(FailureClass::Unreachable),
+        RuleId::RegistryTls => Some(FailureClass::Tls),
+        RuleId::RateLimited => Some(FailureClass::RateLimited),
+        _ => None,
+    }
+}
+
+fn not_found(image: &ImageRef, missing: Missing) -> Outcome {
+    let repository = image.name();
+    match (missing, image.digest(), image.effective_tag()) {
+        (Missing::Repository, _, _) => Outcome::new(
+            format!("repository {repository} not found"),
+            "check the image name and registry".into(),
+        ),
+        (Missing::Manifest, Some(digest), _) => Outcome::new(
+            format!("digest {digest} not found in {repository}"),
+            "check the digest, or push the image".into(),
+        ),
+        (Missing::Manifest, None, tag) => Outcome::new(
+            format!(
+                "tag {:?} not found in {repository}",
+                tag.unwrap_or("latest")
+            ),
+            "check the tag, or push it".into(),
+        ),
+    }
+}
+
+fn list(platforms: &[Platform]) -> String {
+    platforms
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn platform(found: &PlatformMatch, pod: Option<&PodPlatforms>) -> Option<Outcome> {
+    let constrained = pod.is_some_and(|p| p.constrained);
+    match found {
+        PlatformMatch::All => None,
+        PlatformMatch::None { wanted, offered } => Some(Outcome::new(
+            format!(
+                "image has no variant for {} (it offers {}): the container would fail with exec format error",
+                list(wanted),
+                if offered.is_empty() {
+                    "no platform".to_owned()
+                } else {
+                    list(offered)
+                }
+            ),
+            if constrained {
+                "use a multi-arch image, build for that platform, or fix the kubernetes.io/arch nodeSelector/affinity".into()
+            } else {
+                "use a multi-arch image, or add nodeSelector kubernetes.io/arch for a platform it has".into()
+            },
+        )),
+        PlatformMatch::Some { missing } => {
+            let arches: Vec<&str> = missing.iter().map(|p| p.architecture.as_str()).collect();
+            // Only some nodes are a problem: the scheduler may still pick a good one, so warn.
+            Some(Outcome::tentative(
+                format!(
+                    "may be scheduled on {} nodes where the image has no {} variant",
+                    arches.join("/"),
+                    arches.join("/")
+                ),
+                "add nodeSelector kubernetes.io/arch for a platform it has, or build a multi-arch image".into(),
+            ))
+        }
+    }
+}
+
+/// The `kubectl create secret` line for this registry.
+fn create_secret(name: &str, registry: &str, namespace: &str) -> String {
+    format!(
+        "kubectl create secret docker-registry {name} --docker-server={registry} --docker-username=USER --docker-password=PASS -n {namespace}"
+    )
+}
+
+fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outcome {
+    let ImageStatus::AuthFailed {
+        attempts,
+        problems,
+        anonymous,
+        api_unavailable,
+    } = status
+    else {
+        return Outcome::new(String::new(), String::new());
+    };
+    let registry = image.registry();
+    let repository = image.repository();
+    if let Some(denied) = attempts.iter().find(|a| a.error == ResolveError::Denied) {
+        return Outcome::new(
+            format!(
+                "{} authenticates but is denied access to {repository} on {registry} (403)",
+                denied.origin
+            ),
+            format!("grant that account pull access to {repository}, or use a secret that has it"),
+        );
+    }
+    if let Some(first) = attempts.first() {
+        let secret = match &first.origin {
+            CredentialOrigin::PodSecret { secret }
+            | CredentialOrigin::ServiceAccountSecret { secret, .. } => secret.clone(),
+            CredentialOrigin::Node { .. } => "regcred".to_owned(),
+        };
+        let tried: Vec<String> = attempts.iter().map(|a| a.origin.to_string()).collect();
+        return Outcome::new(
+            format!(
+                "credentials from {} rejected by {registry} (401)",
+                tried.join(", ")
+            ),
+            format!(
+                "update the secret: {} --dry-run=client -o yaml | kubectl apply -f -",
+                create_secret(&secret, registry, namespace)
+            ),
+        );
+    }
+    if *api_unavailable {
+        return Outcome::tentative(
+            format!(
+                "{registry} requires credentials (401) and pull secrets could not be read (no Kubernetes API)"
+            ),
+            "give pullgate a Kubernetes API (in-cluster or --kubeconfig) to verify pull secrets"
+                .into(),
+        );
+    }
+    let anonymous = anonymous
+        .as_ref()
+        .map_or_else(String::new, |e| format!(" ({e})"));
+    match problems.first() {
+        Some(problem) => {
+            let fix = match &problem.kind {
+                SecretProblemKind::NotFound => format!(
+                    "create it: {}",
+                    create_secret(&problem.secret, registry, namespace)
+                ),
+                SecretProblemKind::NoEntryForRegistry { .. } => format!(
+                    "add an entry for {registry} to it, or create one: {}",
+                    create_secret(
+                        &format!("{}-{}", problem.secret, "registry"),
+                        registry,
+                        namespace
+                    )
+                ),
+                SecretProblemKind::ApiUnavailable { .. } => {
+                    "give pullgate a Kubernetes API to verify pull secrets".into()
+                }
+                _ => format!(
+                    "recreate it: {} --dry-run=client -o yaml | kubectl apply -f -",
+                    create_secret(&problem.secret, registry, namespace)
+                ),
+            };
+            Outcome::new(
+                format!("{problem}; {registry} requires credentials{anonymous}"),
+                fix,
+            )
+        }
+        None => Outcome::new(
+            format!(
+                "{registry} requires credentials{anonymous} and the pod has no pull secret for it"
+            ),
+            format!(
+                "{}, then add it to imagePullSecrets or: kubectl patch serviceaccount default -n {namespace} -p '{{\"imagePullSecrets\":[{{\"name\":\"regcred\"}}]}}'",
+                create_secret("regcred", registry, namespace)
+            ),
+        ),
+    }
+}
+
+fn failed(image: &ImageRef, error: &ResolveError) -> Outcome {
+    let registry = image.registry();
+    match error.class() {
+        FailureClass::Tls => Outcome::new(
+            format!("{error} ({registry})"),
+            format!(
+                "trust the registry's CA on the nodes (containerd certs.d/{registry}/hosts.toml ca = ...) and in pullgate's registries config; skipping verification is high risk"
+            ),
+        ),
+        FailureClass::RateLimited => Outcome::new(
+            format!("{registry} {error}"),
+            "authenticate pulls with imagePullSecrets, use a pull-through mirror, or copy the image to your own registry".into(),
+        ),
+        _ => Outcome::new(
+            format!("could not verify: {registry}: {error}"),
+            "check DNS, firewall and proxy between the nodes and the registry".into(),
+        ),
+    }
+}

@@ -1,0 +1,311 @@
+//! Resolving a pod's images against their registries, as the node would pull them: the pod's pull
+//! credentials in kubelet's order, every image in parallel (bounded per registry), each within the
+//! admission's time budget. The result is plain data ([`Resolved`]) for `policy::evaluate`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::PodSpec;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+
+use crate::credentials::{CredentialSource, DockerConfig, PodCredentials, SecretProblemKind};
+use crate::image::ImageRef;
+use crate::platform::{self, Platform};
+use crate::policy::{AuthAttempt, Facts, ImageStatus, RegistryNeed, Resolved};
+use crate::registry::{FailureClass, ImageResolver, ResolveError};
+
+/// Time limits and parallelism of resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolveSettings {
+    /// The whole admission answers within this (keep it below the webhook's `timeoutSeconds`).
+    pub budget: Duration,
+    /// One image's resolution (all its credentials and endpoints) may take at most this.
+    pub per_image: Duration,
+    /// At most this many lookups run at once against one registry.
+    pub per_registry: usize,
+}
+
+impl Default for ResolveSettings {
+    fn default() -> Self {
+        Self {
+            budget: Duration::from_secs(8),
+            per_image: Duration::from_secs(6),
+            per_registry: 8,
+        }
+    }
+}
+
+/// Everything resolution needs, built once at start-up.
+pub struct Resolver {
+    images: Arc<dyn ImageResolver>,
+    credentials: Option<Arc<dyn CredentialSource>>,
+    node_credentials: Option<Arc<DockerConfig>>,
+    node_platforms: Vec<Platform>,
+    settings: ResolveSettings,
+    limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+}
+
+impl std::fmt::Debug for Resolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resolver")
+            .field("kubernetes_api", &self.credentials.is_some())
+            .field("node_credentials", &self.node_credentials.is_some())
+            .field("node_platforms", &self.node_platforms)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Resolver {
+    pub fn new(
+        images: Arc<dyn ImageResolver>,
+        credentials: Option<Arc<dyn CredentialSource>>,
+        node_credentials: Option<Arc<DockerConfig>>,
+        node_platforms: Vec<Platform>,
+        settings: ResolveSettings,
+    ) -> Self {
+        Self {
+            images,
+            credentials,
+            node_credentials,
+            node_platforms,
+            settings,
+            limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The concurrency limit of one registry.
+    fn limit(&self, registry: &str) -> Arc<Semaphore> {
+        let mut limits = match self.limits.lock() {
+            Ok(limits) => limits,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        limits
+            .entry(registry.to_owned())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.settings.per_registry.max(1))))
+            .clone()
+    }
+
+    /// Ask the registries about every container that `needs` says to, within the budget.
+    pub async fn resolve(&self, spec: &PodSpec, facts: &Facts, needs: &[RegistryNeed]) -> Resolved {
+        let started = Instant::now();
+        let deadline = started + self.settings.budget;
+        let wanted: Vec<(&str, &ImageRef, RegistryNeed)> = facts
+            .containers
+            .iter()
+            .zip(needs)
+            .filter(|(_, need)| need.resolve)
+            .filter_map(|(c, need)| {
+                Some((c.spec.image_path.as_str(), c.image.as_ref().ok()?, *need))
+            })
+            .collect();
+        let mut resolved = Resolved::default();
+        if wanted.is_empty() {
+            return resolved;
+        }
+        let pod_platforms = platform::pod_platforms(spec, &self.node_platforms);
+        let gathered = tokio::time::timeout_at(
+            deadline,
+            PodCredentials::gather(
+                self.credentials.as_deref(),
+                &facts.namespace,
+                spec,
+                self.node_credentials.as_deref(),
+            ),
+        )
+        .await;
+        let Ok(credentials) = gathered else {
+            for (path, _, _) in wanted {
+                resolved
+                    .images
+                    .insert(path.to_owned(), ImageStatus::TimedOut(self.settings.budget));
+            }
+            return resolved;
+        };
+        let lookups = wanted.iter().map(|(path, image, need)| {
+            let credentials = &credentials;
+            let pod_platforms = &pod_platforms;
+            async move {
+                let limit = self.limit(image.registry());
+                let own_deadline = (Instant::now() + self.settings.per_image).min(deadline);
+                let work = async {
+                    let _permit = limit.acquire().await;
+                    self.resolve_one(image, credentials, need.platforms.then_some(pod_platforms))
+                        .await
+                };
+                let status = tokio::time::timeout_at(own_deadline, work)
+                    .await
+                    .unwrap_or(ImageStatus::TimedOut(own_deadline - started));
+                ((*path).to_owned(), status)
+            }
+        });
+        resolved.images = futures::future::join_all(lookups)
+            .await
+            .into_iter()
+            .collect();
+        resolved.pod_platforms = Some(pod_platforms);
+        resolved
+    }
+
+    /// One image: try the matching credentials in kubelet's order (anonymous when none match), then read
+    /// the platforms of what was found when asked to.
+    async fn resolve_one(
+        &self,
+        image: &ImageRef,
+        credentials: &PodCredentials,
+        pod_platforms: Option<&platform::PodPlatforms>,
+    ) -> ImageStatus {
+        let matching = credentials.for_image(image);
+        let mut attempts = Vec::new();
+        let mut found = None;
+        if matching.candidates.is_empty() {
+            match self.images.digest(image, None).await {
+                Ok(digest) => found = Some((digest, None)),
+                Err(error) if error.class() == FailureClass::Auth => {
+                    return ImageStatus::AuthFailed {
+                        attempts,
+                        problems: matching.problems,
+                        anonymous: Some(error),
+                        api_unavailable: credentials.api_unavailable(),
+                    };
+                }
+                Err(error) => return failure(error),
+            }
+        } else {
+            for candidate in &matching.candidates {
+                match self.images.digest(image, Some(candidate)).await {
+                    Ok(digest) => {
+                        found = Some((digest, Some(candidate)));
+                        break;
+                    }
+                    Err(error) if error.class() == FailureClass::Auth => {
+                        attempts.push(AuthAttempt {
+                            origin: candidate.origin.clone(),
+                            error,
+                        })
+                    }
+                    Err(error) => return failure(error),
+                }
+            }
+        }
+        let Some((digest, credential)) = found else {
+            return ImageStatus::AuthFailed {
+                attempts,
+                problems: matching.problems,
+                anonymous: None,
+                api_unavailable: credentials.api_unavailable(),
+            };
+        };
+        let platforms = match pod_platforms {
+            Some(pod) => Some(
+                self.images
+                    .platforms(image, &digest, credential)
+                    .await
+                    .map(|offered| platform::compare(&offered, pod)),
+            ),
+            None => None,
+        };
+        // A secret without an entry for this registry is normal when another one has it; an unreadable
+        // secret (no API) says nothing about an image that pulled (start-up already logs it).
+        let secret_problems = matching
+            .problems
+            .into_iter()
+            .filter(|p| {
+                !matches!(
+                    p.kind,
+                    SecretProblemKind::NoEntryForRegistry { .. } | SecretProblemKind::ApiUnavailable { .. }
+                )
+            })
+            .collect();
+        ImageStatus::Found {
+            digest: digest.0,
+            platforms,
+            secret_problems,
+        }
+    }
+}
+
+/// Why resolution could not be set up at start-up.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Registry settings or containerd hosts files are invalid.
+    #[error(transparent)]
+    Hosts(#[from] crate::registry::hosts::HostsError),
+    /// The node credentials file is unreadable or malformed.
+    #[error("nodeCredentials {file}: {reason}")]
+    NodeCredentials {
+        file: std::path::PathBuf,
+        reason: String,
+    },
+}
+
+impl Resolver {
+    /// Build the production resolver from settings: registry endpoints (with CAs validated now), the
+    /// caches, node credentials, and pull-secret lookups through `kube` when an API is available.
+    pub fn from_settings(
+        settings: &crate::config::Settings,
+        kube: Option<kube::Client>,
+    ) -> Result<Self, SetupError> {
+        use crate::cache::{CacheSettings, CachedResolver};
+        use crate::credentials::KubeCredentialSource;
+        use crate::registry::hosts::RegistryHosts;
+        use crate::registry::oci::{OciResolver, Timeouts};
+
+        let r = &settings.resolution;
+        let hosts = RegistryHosts::load(
+            &settings.registries,
+            settings.containerd_hosts_dir.as_deref(),
+        )?;
+        let oci = OciResolver::new(
+            Arc::new(hosts),
+            Timeouts {
+                connect: r.connect_timeout(),
+                read: r.read_timeout(),
+            },
+        );
+        let cached = CachedResolver::new(
+            Arc::new(oci),
+            CacheSettings {
+                tag_ttl: Duration::from_secs(r.tag_ttl_seconds),
+                not_found_ttl: Duration::from_secs(r.not_found_ttl_seconds),
+                max_entries: r.cache_entries,
+                ..CacheSettings::default()
+            },
+        );
+        let node_credentials = match &settings.node_credentials {
+            Some(file) => Some(Arc::new(DockerConfig::from_file(file).map_err(|e| {
+                SetupError::NodeCredentials {
+                    file: file.clone(),
+                    reason: e.to_string(),
+                }
+            })?)),
+            None => None,
+        };
+        let credentials = kube.map(|client| {
+            Arc::new(KubeCredentialSource::new(
+                client,
+                Duration::from_secs(r.kubernetes_ttl_seconds),
+            )) as Arc<dyn CredentialSource>
+        });
+        Ok(Self::new(
+            Arc::new(cached),
+            credentials,
+            node_credentials,
+            settings.node_platforms.clone(),
+            ResolveSettings {
+                budget: r.budget(),
+                per_image: r.per_image_timeout(),
+                per_registry: r.per_registry_concurrency,
+            },
+        ))
+    }
+}
+
+fn failure(error: ResolveError) -> ImageStatus {
+    match error {
+        ResolveError::NotFound(missing) => ImageStatus::NotFound(missing),
+        other => ImageStatus::Failed(other),
+    }
+}
