@@ -979,6 +979,9 @@ fn secret_names(references: Option<&[LocalObjectReference]>) -> Vec<String> {
     names
 }
 
+/// A docker config parser for one secret type.
+type Parser = fn(&[u8]) -> Result<DockerConfig, SecretProblemKind>;
+
 /// The docker config of a pull secret, as kubelet's `MakeDockerKeyring` reads `data`.
 fn docker_config(secret: &Secret) -> Result<DockerConfig, SecretProblemKind> {
     let secret_type = secret
@@ -986,10 +989,7 @@ fn docker_config(secret: &Secret) -> Result<DockerConfig, SecretProblemKind> {
         .as_deref()
         .filter(|t| !t.is_empty())
         .unwrap_or("Opaque");
-    let (key, parse): (
-        &'static str,
-        fn(&[u8]) -> Result<DockerConfig, SecretProblemKind>,
-    ) = match secret_type {
+    let (key, parse): (&str, Parser) = match secret_type {
         t if t == DOCKER_CONFIG_JSON.0 => {
             (DOCKER_CONFIG_JSON.1, DockerConfig::from_dockerconfigjson)
         }
@@ -1079,6 +1079,27 @@ mod tests {
         let config = config(&[(key, "user", "pass")]);
         let found = usernames(&config, image);
         assert_eq!(!found.is_empty(), matches, "key {key:?} for image {image:?}");
+    }
+
+    #[rustfmt::skip] // one case per line: the table reads as a table
+    #[rstest]
+    #[case::literal("reg", "reg", true)]
+    #[case::literal_differs("reg", "reh", false)]
+    #[case::star_any("*", "anything", true)]
+    #[case::star_empty("*", "", true)]
+    #[case::star_inside("a*z", "abcz", true)]
+    #[case::star_inside_no("a*z", "abcy", false)]
+    #[case::question("re?", "reg", true)]
+    #[case::question_needs_a_char("reg?", "reg", false)]
+    #[case::class_range("r[a-f]g", "reg", true)]
+    #[case::class_range_no("r[a-d]g", "reg", false)]
+    #[case::class_negated("r[^a-d]g", "reg", true)]
+    #[case::escaped_star("re\\*", "re*", true)]
+    #[case::escaped_star_is_literal("re\\*", "reg", false)]
+    #[case::unclosed_class("r[a", "ra", false)]
+    #[case::empty_class("r[]a", "ra", false)]
+    fn globs_match_like_go_filepath_match(#[case] pattern: &str, #[case] text: &str, #[case] matches: bool) {
+        assert_eq!(glob_match(pattern, text), matches, "{pattern:?} vs {text:?}");
     }
 
     #[test]

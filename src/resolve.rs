@@ -215,7 +215,8 @@ impl Resolver {
             .filter(|p| {
                 !matches!(
                     p.kind,
-                    SecretProblemKind::NoEntryForRegistry { .. } | SecretProblemKind::ApiUnavailable { .. }
+                    SecretProblemKind::NoEntryForRegistry { .. }
+                        | SecretProblemKind::ApiUnavailable { .. }
                 )
             })
             .collect();

@@ -21,7 +21,9 @@ const NS: &str = "demo";
 const REGISTRY: &str = "127.0.0.1:5000";
 
 fn image() -> ImageRef {
-    format!("{REGISTRY}/team/app:v1").parse().expect("valid image")
+    format!("{REGISTRY}/team/app:v1")
+        .parse()
+        .expect("valid image")
 }
 
 fn pod(pull_secrets: &[&str], service_account: Option<&str>) -> PodSpec {
@@ -59,7 +61,10 @@ fn kinds(problems: &[SecretProblem]) -> Vec<(&str, &SecretProblemKind)> {
 #[tokio::test]
 async fn pod_secret_is_found_and_matched() -> anyhow::Result<()> {
     let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
-    fake.insert_secret(NS, dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "s3cret")]));
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "s3cret")]),
+    );
 
     let credentials = gather(&source, &pod(&["regcred"], None)).await;
     let for_image = credentials.for_image(&image());
@@ -85,7 +90,10 @@ async fn pod_secret_is_found_and_matched() -> anyhow::Result<()> {
 async fn service_account_secrets_when_the_pod_lists_none() -> anyhow::Result<()> {
     let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
     fake.insert_service_account(NS, service_account("builder", &["sa-cred"]));
-    fake.insert_secret(NS, dockerconfigjson_secret("sa-cred", &[(REGISTRY, "bob", "pw")]));
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("sa-cred", &[(REGISTRY, "bob", "pw")]),
+    );
 
     let credentials = gather(&source, &pod(&[], Some("builder"))).await;
     let for_image = credentials.for_image(&image());
@@ -124,8 +132,14 @@ async fn default_service_account_when_none_is_named() -> anyhow::Result<()> {
 async fn pod_secrets_win_over_service_account_secrets() -> anyhow::Result<()> {
     let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
     fake.insert_service_account(NS, service_account("builder", &["sa-cred"]));
-    fake.insert_secret(NS, dockerconfigjson_secret("sa-cred", &[(REGISTRY, "sa-user", "pw")]));
-    fake.insert_secret(NS, dockerconfigjson_secret("pod-cred", &[(REGISTRY, "pod-user", "pw")]));
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("sa-cred", &[(REGISTRY, "sa-user", "pw")]),
+    );
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("pod-cred", &[(REGISTRY, "pod-user", "pw")]),
+    );
 
     let credentials = gather(&source, &pod(&["pod-cred"], Some("builder"))).await;
     let usernames: Vec<_> = credentials
@@ -161,11 +175,20 @@ async fn missing_wrong_type_and_malformed_secrets_are_problems() -> anyhow::Resu
         typed_secret(
             "badauth",
             "kubernetes.io/dockerconfigjson",
-            &[(".dockerconfigjson", br#"{"auths": {"127.0.0.1:5000": {"auth": "hunter2!"}}}"#)],
+            &[(
+                ".dockerconfigjson",
+                br#"{"auths": {"127.0.0.1:5000": {"auth": "hunter2!"}}}"#,
+            )],
         ),
     );
-    fake.insert_secret(NS, dockerconfigjson_secret("elsewhere", &[("quay.io", "u", "p")]));
-    let spec = pod(&["missing", "opaque", "broken", "badauth", "elsewhere"], None);
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("elsewhere", &[("quay.io", "u", "p")]),
+    );
+    let spec = pod(
+        &["missing", "opaque", "broken", "badauth", "elsewhere"],
+        None,
+    );
 
     let credentials = gather(&source, &spec).await;
     let for_image = credentials.for_image(&image());
@@ -183,8 +206,14 @@ async fn missing_wrong_type_and_malformed_secrets_are_problems() -> anyhow::Resu
             }
         )
     );
-    assert!(matches!(problems[2], ("broken", SecretProblemKind::MalformedJson { .. })));
-    assert!(matches!(problems[3], ("badauth", SecretProblemKind::MalformedBase64 { .. })));
+    assert!(matches!(
+        problems[2],
+        ("broken", SecretProblemKind::MalformedJson { .. })
+    ));
+    assert!(matches!(
+        problems[3],
+        ("badauth", SecretProblemKind::MalformedBase64 { .. })
+    ));
     assert_eq!(
         problems[4],
         (
@@ -195,7 +224,10 @@ async fn missing_wrong_type_and_malformed_secrets_are_problems() -> anyhow::Resu
         )
     );
     let messages: Vec<String> = for_image.problems.iter().map(ToString::to_string).collect();
-    assert_eq!(messages[0], r#"secret "missing" not found in namespace demo"#);
+    assert_eq!(
+        messages[0],
+        r#"secret "missing" not found in namespace demo"#
+    );
     assert_eq!(
         messages[1],
         r#"secret "opaque" has type Opaque, not kubernetes.io/dockerconfigjson"#
@@ -205,8 +237,14 @@ async fn missing_wrong_type_and_malformed_secrets_are_problems() -> anyhow::Resu
         "{}",
         messages[2]
     );
-    assert!(messages.iter().all(|m| !m.contains("hunter2")), "{messages:?}");
-    assert_eq!(messages[4], r#"secret "elsewhere" has no entry for 127.0.0.1:5000"#);
+    assert!(
+        messages.iter().all(|m| !m.contains("hunter2")),
+        "{messages:?}"
+    );
+    assert_eq!(
+        messages[4],
+        r#"secret "elsewhere" has no entry for 127.0.0.1:5000"#
+    );
     // The secret meant for quay.io is not a problem for a quay.io image.
     let quay: ImageRef = "quay.io/team/app:v1".parse()?;
     assert_eq!(credentials.for_image(&quay).problems.len(), 4);
@@ -232,7 +270,10 @@ async fn missing_service_account_is_a_problem() -> anyhow::Result<()> {
 #[tokio::test]
 async fn forbidden_reads_make_the_api_unavailable() -> anyhow::Result<()> {
     let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
-    fake.insert_secret(NS, dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]));
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]),
+    );
     fake.forbid(&secret_path(NS, "regcred"));
 
     let credentials = gather(&source, &pod(&["regcred"], None)).await;
@@ -244,14 +285,20 @@ async fn forbidden_reads_make_the_api_unavailable() -> anyhow::Result<()> {
         panic!("expected ApiUnavailable, got {problems:?}");
     };
     assert!(reason.contains("forbidden"), "{reason}");
-    assert!(reason.contains("cannot get resource \"secrets\""), "{reason}");
+    assert!(
+        reason.contains("cannot get resource \"secrets\""),
+        "{reason}"
+    );
     Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_gathers_share_one_request_and_the_ttl_serves_repeats() -> anyhow::Result<()> {
     let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
-    fake.insert_secret(NS, dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]));
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]),
+    );
     // Slow answers keep the first request in flight while the other 49 ask.
     fake.set_delay(Duration::from_millis(300));
     let spec = pod(&["regcred"], None);
@@ -268,7 +315,11 @@ async fn concurrent_gathers_share_one_request_and_the_ttl_serves_repeats() -> an
     fake.set_delay(Duration::ZERO);
     let again = gather(&source, &spec).await;
     assert_eq!(again.for_image(&image()).candidates.len(), 1);
-    assert_eq!(fake.requests(&path), 1, "a repeat within the TTL reads the cache");
+    assert_eq!(
+        fake.requests(&path),
+        1,
+        "a repeat within the TTL reads the cache"
+    );
     Ok(())
 }
 
@@ -279,10 +330,20 @@ async fn answers_expire_after_the_ttl_and_not_found_is_cached_too() -> anyhow::R
     let path = secret_path(NS, "regcred");
 
     let before = gather(&source, &spec).await;
-    assert_eq!(kinds(before.problems()), [("regcred", &SecretProblemKind::NotFound)]);
-    fake.insert_secret(NS, dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]));
+    assert_eq!(
+        kinds(before.problems()),
+        [("regcred", &SecretProblemKind::NotFound)]
+    );
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]),
+    );
     let cached = gather(&source, &spec).await;
-    assert_eq!(cached.problems().len(), 1, "not found is reused within the TTL");
+    assert_eq!(
+        cached.problems().len(),
+        1,
+        "not found is reused within the TTL"
+    );
     assert_eq!(fake.requests(&path), 1);
 
     tokio::time::sleep(Duration::from_millis(600)).await;
@@ -357,7 +418,10 @@ async fn without_an_api_secrets_are_not_verifiable() {
 #[tokio::test]
 async fn node_credentials_come_after_pod_secrets() -> anyhow::Result<()> {
     let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
-    fake.insert_secret(NS, dockerconfigjson_secret("regcred", &[(REGISTRY, "pod-user", "a")]));
+    fake.insert_secret(
+        NS,
+        dockerconfigjson_secret("regcred", &[(REGISTRY, "pod-user", "a")]),
+    );
     let dir = tempfile::tempdir()?;
     let file = dir.path().join("config.json");
     std::fs::write(

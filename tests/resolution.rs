@@ -4,114 +4,16 @@
 
 mod support;
 
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::http::Request;
-use http_body_util::BodyExt;
 use pullgate::config::Settings;
-use pullgate::policy::PolicySet;
-use pullgate::registry::hosts::RegistrySettings;
-use pullgate::resolve::Resolver;
-use pullgate::server::{AppState, PolicyStore, router};
 use serde_json::{Value, json};
-use support::registry::{self, ImageKind, Platform, RegistryOptions, TestRegistry};
+use support::registry::{self, ImageKind, Platform, RegistryOptions};
 use support::scripted;
-use tower::ServiceExt;
-
-/// Settings that reach `registry` the way the nodes would (plain HTTP or its test CA).
-fn settings_for(registries: &[&TestRegistry]) -> Settings {
-    let mut settings = Settings::default();
-    for reg in registries {
-        settings.registries.insert(
-            reg.host().to_owned(),
-            RegistrySettings {
-                insecure: reg.ca_path().is_none(),
-                ca: reg.ca_path().map(Path::to_owned),
-                ..RegistrySettings::default()
-            },
-        );
-    }
-    settings
-}
-
-fn insecure(settings: &mut Settings, host: &str) {
-    settings.registries.insert(
-        host.to_owned(),
-        RegistrySettings {
-            insecure: true,
-            ..RegistrySettings::default()
-        },
-    );
-}
-
-fn shipped_policies() -> PolicySet {
-    PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).expect("policies")
-}
-
-/// The app with a resolver built from `settings` exactly as `serve` builds it.
-fn app(settings: &Settings, kube: Option<kube::Client>, policies: PolicySet) -> axum::Router {
-    let resolver = Resolver::from_settings(settings, kube).expect("resolver builds");
-    router(AppState {
-        policies: Arc::new(PolicyStore::fixed(policies)),
-        resolver: Some(Arc::new(resolver)),
-        max_request_bytes: 8 << 20,
-    })
-}
-
-/// An AdmissionReview creating a Pod with this spec in namespace `demo`.
-fn pod_review(spec: Value) -> Value {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "3b1e5a30-0000-4000-8000-000000000001",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "name": "web", "namespace": "demo", "operation": "CREATE",
-            "userInfo": {"username": "tester"},
-            "object": {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "web", "namespace": "demo"}, "spec": spec},
-            "dryRun": false
-        }
-    })
-}
-
-fn one_container(image: &str) -> Value {
-    json!({"containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"}]})
-}
-
-/// Send a review through the router; the AdmissionReview response.
-async fn admit(app: &axum::Router, review: &Value) -> Value {
-    let request = Request::post("/validate")
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(review).expect("encodes")))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("answers");
-    let bytes = response.into_body().collect().await.expect("body").to_bytes();
-    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
-    answer["response"].clone()
-}
-
-fn message(response: &Value) -> String {
-    response["status"]["message"].as_str().unwrap_or("").to_owned()
-}
-
-fn warnings(response: &Value) -> Vec<String> {
-    response["warnings"]
-        .as_array()
-        .map(|w| w.iter().filter_map(|s| s.as_str().map(str::to_owned)).collect())
-        .unwrap_or_default()
-}
-
-/// Fail fast instead of hanging: every test body is bounded.
-async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
-    tokio::time::timeout(Duration::from_secs(90), test)
-        .await
-        .expect("test finished within 90 s");
-}
+use support::webhook::{
+    admit, app, bounded, insecure, message, one_container, pod_review, policy_text, settings_for,
+    shipped_policies, warnings,
+};
 
 fn amd64() -> ImageKind {
     ImageKind::single(Platform::linux("amd64"))
@@ -147,19 +49,33 @@ async fn existing_tag_is_allowed_and_missing_tag_is_denied_with_the_repository()
 async fn missing_repository_and_digest_are_denied() {
     registry::install_crypto();
     bounded(async {
-        let reg = registry::start(RegistryOptions::default()).await.expect("registry");
-        registry::push_image(&reg, "demo/app", "v1", amd64()).await.expect("push");
+        let reg = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        registry::push_image(&reg, "demo/app", "v1", amd64())
+            .await
+            .expect("push");
         let app = app(&settings_for(&[&reg]), None, shipped_policies());
-        let repo = admit(&app, &pod_review(one_container(&format!("{}/demo/nothing:v1", reg.host())))).await;
+        let repo = admit(
+            &app,
+            &pod_review(one_container(&format!("{}/demo/nothing:v1", reg.host()))),
+        )
+        .await;
         assert_eq!(repo["allowed"], false);
         assert!(message(&repo).contains("[image-exists]"), "{repo}");
-        assert!(message(&repo).contains(&format!("{}/demo/nothing", reg.host())), "{repo}");
+        assert!(
+            message(&repo).contains(&format!("{}/demo/nothing", reg.host())),
+            "{repo}"
+        );
 
         let digest = format!("sha256:{}", "0".repeat(64));
         let image = format!("{}/demo/app@{digest}", reg.host());
         let pinned = admit(&app, &pod_review(one_container(&image))).await;
         assert_eq!(pinned["allowed"], false);
-        assert!(message(&pinned).contains(&format!("[image-exists] digest {digest} not found")), "{pinned}");
+        assert!(
+            message(&pinned).contains(&format!("[image-exists] digest {digest} not found")),
+            "{pinned}"
+        );
     })
     .await;
 }
@@ -259,54 +175,83 @@ async fn refused_connection_warns_by_default_and_can_deny() {
     registry::install_crypto();
     bounded(async {
         // A port that was just free: nothing listens there.
-        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
         let host = format!("127.0.0.1:{port}");
         let mut settings = Settings::default();
         insecure(&mut settings, &host);
         let image = format!("{host}/demo/app:v1");
-        let response = admit(&app(&settings, None, shipped_policies()), &pod_review(one_container(&image))).await;
-        assert_eq!(response["allowed"], true, "fail-open by default: {response}");
+        let response = admit(
+            &app(&settings, None, shipped_policies()),
+            &pod_review(one_container(&image)),
+        )
+        .await;
+        assert_eq!(
+            response["allowed"], true,
+            "fail-open by default: {response}"
+        );
         let found = warnings(&response);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains(&format!("[registry-reachable] could not verify: {host}: connection refused")), "{found:?}");
+        assert!(
+            found[0].contains(&format!(
+                "[registry-reachable] could not verify: {host}: connection refused"
+            )),
+            "{found:?}"
+        );
 
         let strict = policy_text("registry-reachable: {action: deny}");
-        let denied = admit(&app(&settings, None, strict), &pod_review(one_container(&image))).await;
+        let denied = admit(
+            &app(&settings, None, strict),
+            &pod_review(one_container(&image)),
+        )
+        .await;
         assert_eq!(denied["allowed"], false, "{denied}");
-        assert!(message(&denied).contains("[registry-reachable]"), "{denied}");
+        assert!(
+            message(&denied).contains("[registry-reachable]"),
+            "{denied}"
+        );
     })
     .await;
-}
-
-/// A policy with just these rules (YAML flow entries, one per line).
-fn policy_text(rules: &str) -> PolicySet {
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("p.yaml"),
-        format!("apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: t}}\nspec:\n  rules:\n    {}\n", rules.replace('\n', "\n    ")),
-    )
-    .expect("write");
-    PolicySet::load(dir.path()).expect("test policy")
 }
 
 #[tokio::test]
 async fn tls_with_unknown_ca_warns_with_the_x509_cause_and_the_ca_fixes_it() {
     registry::install_crypto();
     bounded(async {
-        let reg = registry::start(RegistryOptions { tls: true, ..Default::default() }).await.expect("registry");
-        registry::push_image(&reg, "demo/app", "v1", amd64()).await.expect("push");
+        let reg = registry::start(RegistryOptions {
+            tls: true,
+            ..Default::default()
+        })
+        .await
+        .expect("registry");
+        registry::push_image(&reg, "demo/app", "v1", amd64())
+            .await
+            .expect("push");
         let image = format!("{}/demo/app:v1", reg.host());
 
-        let unknown = admit(&app(&Settings::default(), None, shipped_policies()), &pod_review(one_container(&image))).await;
+        let unknown = admit(
+            &app(&Settings::default(), None, shipped_policies()),
+            &pod_review(one_container(&image)),
+        )
+        .await;
         assert_eq!(unknown["allowed"], true, "{unknown}");
         let found = warnings(&unknown);
         assert!(
-            found.iter().any(|w| w.contains("[registry-tls] TLS handshake failed: x509: certificate signed by unknown authority")),
+            found.iter().any(|w| w.contains(
+                "[registry-tls] TLS handshake failed: x509: certificate signed by unknown authority"
+            )),
             "{found:?}"
         );
         assert!(found.iter().any(|w| w.contains("hosts.toml")), "{found:?}");
 
-        let trusted = admit(&app(&settings_for(&[&reg]), None, shipped_policies()), &pod_review(one_container(&image))).await;
+        let trusted = admit(
+            &app(&settings_for(&[&reg]), None, shipped_policies()),
+            &pod_review(one_container(&image)),
+        )
+        .await;
         assert_eq!(trusted["allowed"], true);
         assert!(warnings(&trusted).is_empty(), "{trusted}");
     })
@@ -353,11 +298,19 @@ async fn silent_registry_cannot_hold_the_admission_past_its_budget() {
         let started = Instant::now();
         let response = admit(&app, &pod_review(spec)).await;
         let took = started.elapsed();
-        assert!(took < Duration::from_millis(3500), "answered after {took:?}");
+        assert!(
+            took < Duration::from_millis(3500),
+            "answered after {took:?}"
+        );
         assert_eq!(response["allowed"], true, "{response}");
         let found = warnings(&response);
         assert_eq!(found.len(), 2, "{found:?}");
-        assert!(found.iter().all(|w| w.contains("[registry-reachable] could not verify")), "{found:?}");
+        assert!(
+            found
+                .iter()
+                .all(|w| w.contains("[registry-reachable] could not verify")),
+            "{found:?}"
+        );
         assert!(silent.requests.load(std::sync::atomic::Ordering::SeqCst) >= 1);
     })
     .await;
@@ -375,9 +328,16 @@ async fn server_errors_and_garbage_are_reported_not_panicked_on() {
             let mut settings = Settings::default();
             insecure(&mut settings, &broken.host);
             let image = format!("{}/demo/app:v1", broken.host);
-            let response = admit(&app(&settings, None, shipped_policies()), &pod_review(one_container(&image))).await;
+            let response = admit(
+                &app(&settings, None, shipped_policies()),
+                &pod_review(one_container(&image)),
+            )
+            .await;
             assert_eq!(response["allowed"], true, "{response}");
-            assert!(warnings(&response).iter().any(|w| w.contains(expected)), "{response}");
+            assert!(
+                warnings(&response).iter().any(|w| w.contains(expected)),
+                "{response}"
+            );
         }
     })
     .await;
@@ -387,8 +347,12 @@ async fn server_errors_and_garbage_are_reported_not_panicked_on() {
 async fn two_hundred_concurrent_admissions_of_one_image_make_one_request_per_lookup() {
     registry::install_crypto();
     bounded(async {
-        let reg = registry::start(RegistryOptions::default()).await.expect("registry");
-        registry::push_image(&reg, "demo/app", "v1", amd64()).await.expect("push");
+        let reg = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        registry::push_image(&reg, "demo/app", "v1", amd64())
+            .await
+            .expect("push");
         let app = app(&settings_for(&[&reg]), None, shipped_policies());
         let before_head = reg.count_requests("HEAD", "/manifests/");
         let before_get = reg.count_requests("GET", "/manifests/");
@@ -397,8 +361,18 @@ async fn two_hundred_concurrent_admissions_of_one_image_make_one_request_per_loo
         let responses = futures::future::join_all(admissions).await;
         assert!(responses.iter().all(|r| r["allowed"] == true));
         // Tag -> digest: one HEAD. Digest -> platforms: one GET of the manifest (plus its config blob).
-        assert_eq!(reg.count_requests("HEAD", "/manifests/") - before_head, 1, "{:?}", reg.requests());
-        assert_eq!(reg.count_requests("GET", "/manifests/") - before_get, 1, "{:?}", reg.requests());
+        assert_eq!(
+            reg.count_requests("HEAD", "/manifests/") - before_head,
+            1,
+            "{:?}",
+            reg.requests()
+        );
+        assert_eq!(
+            reg.count_requests("GET", "/manifests/") - before_get,
+            1,
+            "{:?}",
+            reg.requests()
+        );
         // A cached re-run asks nothing.
         let requests = reg.requests().len();
         admit(&app, &review).await;

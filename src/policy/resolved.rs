@@ -199,6 +199,13 @@ fn create_secret(name: &str, registry: &str, namespace: &str) -> String {
     )
 }
 
+/// The `kubectl patch` line that attaches `regcred` to a ServiceAccount.
+fn patch_service_account(account: &str, namespace: &str) -> String {
+    format!(
+        "kubectl patch serviceaccount {account} -n {namespace} -p '{{\"imagePullSecrets\":[{{\"name\":\"regcred\"}}]}}'"
+    )
+}
+
 fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outcome {
     let ImageStatus::AuthFailed {
         attempts,
@@ -250,7 +257,23 @@ fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outco
     let anonymous = anonymous
         .as_ref()
         .map_or_else(String::new, |e| format!(" ({e})"));
-    match problems.first() {
+    // A namespace's `default` ServiceAccount that does not exist simply lends no secrets.
+    let relevant = problems.iter().find(|p| {
+        !(p.secret.is_empty()
+            && p.service_account.as_deref() == Some("default")
+            && p.kind == SecretProblemKind::NotFound)
+    });
+    match relevant {
+        Some(problem) if problem.secret.is_empty() => {
+            let account = problem.service_account.as_deref().unwrap_or("default");
+            Outcome::new(
+                format!("{problem}; {registry} requires credentials{anonymous}"),
+                format!(
+                    "kubectl create serviceaccount {account} -n {namespace}, then {}",
+                    patch_service_account(account, namespace)
+                ),
+            )
+        }
         Some(problem) => {
             let fix = match &problem.kind {
                 SecretProblemKind::NotFound => format!(
@@ -283,8 +306,9 @@ fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outco
                 "{registry} requires credentials{anonymous} and the pod has no pull secret for it"
             ),
             format!(
-                "{}, then add it to imagePullSecrets or: kubectl patch serviceaccount default -n {namespace} -p '{{\"imagePullSecrets\":[{{\"name\":\"regcred\"}}]}}'",
-                create_secret("regcred", registry, namespace)
+                "{}, then add it to imagePullSecrets or: {}",
+                create_secret("regcred", registry, namespace),
+                patch_service_account("default", namespace)
             ),
         ),
     }

@@ -133,7 +133,7 @@ impl OciResolver {
             .hosts
             .endpoints(image.registry())
             .into_iter()
-            .filter(|e| usable(e))
+            .filter(usable)
             .collect();
         let mut last =
             ResolveError::Connect(format!("no endpoint configured for {}", image.registry()));

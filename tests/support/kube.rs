@@ -76,7 +76,10 @@ impl FakeKube {
             .context("building the fake API's TLS config")?;
         let shared = Shared::default();
         let app = Router::new()
-            .route("/api/v1/namespaces/{namespace}/{resource}/{name}", get(answer))
+            .route(
+                "/api/v1/namespaces/{namespace}/{resource}/{name}",
+                get(answer),
+            )
             .with_state(Arc::clone(&shared));
         let handle = Handle::new();
         let server = axum_server::bind_rustls(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), tls)
@@ -123,13 +126,28 @@ impl FakeKube {
     /// Stores (or replaces) a ServiceAccount.
     pub fn insert_service_account(&self, namespace: &str, mut account: ServiceAccount) {
         account.metadata.namespace = Some(namespace.to_owned());
-        self.insert(namespace, "serviceaccounts", account.metadata.name.clone(), &account);
+        self.insert(
+            namespace,
+            "serviceaccounts",
+            account.metadata.name.clone(),
+            &account,
+        );
     }
 
-    fn insert(&self, namespace: &str, resource: &str, name: Option<String>, object: &impl serde::Serialize) {
+    fn insert(
+        &self,
+        namespace: &str,
+        resource: &str,
+        name: Option<String>,
+        object: &impl serde::Serialize,
+    ) {
         let value = serde_json::to_value(object).expect("k8s-openapi objects serialise");
         lock(&self.shared).objects.insert(
-            (namespace.to_owned(), resource.to_owned(), name.unwrap_or_default()),
+            (
+                namespace.to_owned(),
+                resource.to_owned(),
+                name.unwrap_or_default(),
+            ),
             value,
         );
     }
@@ -185,13 +203,25 @@ async fn answer(
         let message = format!(
             "{resource} \"{name}\" is forbidden: User \"system:serviceaccount:pullgate:pullgate\" cannot get resource \"{resource}\" in API group \"\" in the namespace \"{namespace}\""
         );
-        return status(StatusCode::FORBIDDEN, "Forbidden", &message, &resource, &name);
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            &message,
+            &resource,
+            &name,
+        );
     }
     match found {
         Some(object) => Json(object).into_response(),
         None => {
             let message = format!("{resource} \"{name}\" not found");
-            status(StatusCode::NOT_FOUND, "NotFound", &message, &resource, &name)
+            status(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                &message,
+                &resource,
+                &name,
+            )
         }
     }
 }
@@ -248,7 +278,11 @@ pub fn dockerconfigjson_secret(name: &str, entries: &[(&str, &str, &str)]) -> Se
         })
         .collect();
     let bytes = serde_json::to_vec(&json!({ "auths": auths })).expect("JSON serialises");
-    typed_secret(name, "kubernetes.io/dockerconfigjson", &[(".dockerconfigjson", &bytes)])
+    typed_secret(
+        name,
+        "kubernetes.io/dockerconfigjson",
+        &[(".dockerconfigjson", &bytes)],
+    )
 }
 
 /// A Secret of any type with the given data (raw bytes; the API shows them base64-encoded).

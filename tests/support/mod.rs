@@ -4,3 +4,4 @@
 pub mod kube;
 pub mod registry;
 pub mod scripted;
+pub mod webhook;

@@ -1,0 +1,134 @@
+//! Driving the webhook in tests: a router with a resolver built from settings exactly as `serve` builds
+//! it, AdmissionReviews for pod specs, and readers for the answer.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::Request;
+use http_body_util::BodyExt;
+use pullgate::config::Settings;
+use pullgate::policy::PolicySet;
+use pullgate::registry::hosts::RegistrySettings;
+use pullgate::resolve::Resolver;
+use pullgate::server::{AppState, PolicyStore, router};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::registry::TestRegistry;
+
+/// Settings that reach `registry` the way the nodes would (plain HTTP or its test CA).
+pub fn settings_for(registries: &[&TestRegistry]) -> Settings {
+    let mut settings = Settings::default();
+    for reg in registries {
+        settings.registries.insert(
+            reg.host().to_owned(),
+            RegistrySettings {
+                insecure: reg.ca_path().is_none(),
+                ca: reg.ca_path().map(Path::to_owned),
+                ..RegistrySettings::default()
+            },
+        );
+    }
+    settings
+}
+
+pub fn insecure(settings: &mut Settings, host: &str) {
+    settings.registries.insert(
+        host.to_owned(),
+        RegistrySettings {
+            insecure: true,
+            ..RegistrySettings::default()
+        },
+    );
+}
+
+pub fn shipped_policies() -> PolicySet {
+    PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).expect("policies")
+}
+
+/// The app with a resolver built from `settings` exactly as `serve` builds it.
+pub fn app(settings: &Settings, kube: Option<kube::Client>, policies: PolicySet) -> axum::Router {
+    let resolver = Resolver::from_settings(settings, kube).expect("resolver builds");
+    router(AppState {
+        policies: Arc::new(PolicyStore::fixed(policies)),
+        resolver: Some(Arc::new(resolver)),
+        max_request_bytes: 8 << 20,
+    })
+}
+
+/// An AdmissionReview creating a Pod with this spec in namespace `demo`.
+pub fn pod_review(spec: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "3b1e5a30-0000-4000-8000-000000000001",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "name": "web", "namespace": "demo", "operation": "CREATE",
+            "userInfo": {"username": "tester"},
+            "object": {"apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "web", "namespace": "demo"}, "spec": spec},
+            "dryRun": false
+        }
+    })
+}
+
+pub fn one_container(image: &str) -> Value {
+    json!({"containers": [{"name": "app", "image": image, "imagePullPolicy": "IfNotPresent"}]})
+}
+
+/// Send a review through the router; the AdmissionReview response.
+pub async fn admit(app: &axum::Router, review: &Value) -> Value {
+    let request = Request::post("/validate")
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(review).expect("encodes")))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("answers");
+    let bytes = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
+    let answer: Value = serde_json::from_slice(&bytes).expect("JSON");
+    answer["response"].clone()
+}
+
+pub fn message(response: &Value) -> String {
+    response["status"]["message"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+pub fn warnings(response: &Value) -> Vec<String> {
+    response["warnings"]
+        .as_array()
+        .map(|w| {
+            w.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Fail fast instead of hanging: every test body is bounded.
+pub async fn bounded<F: std::future::Future<Output = ()>>(test: F) {
+    tokio::time::timeout(Duration::from_secs(90), test)
+        .await
+        .expect("test finished within 90 s");
+}
+
+/// A policy with just these rules (YAML flow entries, one per line).
+pub fn policy_text(rules: &str) -> PolicySet {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!("apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: t}}\nspec:\n  rules:\n    {}\n", rules.replace('\n', "\n    ")),
+    )
+    .expect("write");
+    PolicySet::load(dir.path()).expect("test policy")
+}
