@@ -178,6 +178,45 @@ pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
     }))
 }
 
+impl Subject {
+    /// Every container of a workload (as on CREATE), with the namespace that scopes policies:
+    /// the object's own, else `default_namespace`. Used by `pullgate check`.
+    pub fn of_workload(workload: Workload, default_namespace: &str) -> Self {
+        let namespace = workload
+            .namespace
+            .clone()
+            .unwrap_or_else(|| default_namespace.to_owned());
+        let containers = workload.containers();
+        Self {
+            facts: Facts {
+                namespace,
+                labels: workload.labels,
+                containers: containers.into_iter().map(ContainerFacts::new).collect(),
+            },
+            spec: workload.spec,
+        }
+    }
+}
+
+/// The engine shared by `serve` and `check`: ask the registries what the policies need, then decide.
+/// Without a resolver, only the static rules can fire.
+pub async fn decide(
+    subject: &Subject,
+    policies: &PolicySet,
+    resolver: Option<&Resolver>,
+) -> Verdict {
+    let needs = policy::registry_needs(&subject.facts, policies);
+    let resolved = match resolver {
+        Some(resolver) => {
+            resolver
+                .resolve(&subject.spec, &subject.facts, &needs)
+                .await
+        }
+        None => Resolved::default(),
+    };
+    policy::evaluate(&subject.facts, &resolved, policies)
+}
+
 /// The whole decision for one decoded request. Without a resolver, only the static rules can fire.
 pub async fn review(
     req: &Request,
@@ -186,14 +225,7 @@ pub async fn review(
 ) -> AdmissionResponse {
     match subject(req) {
         Ok(None) => AdmissionResponse::from(&req.review),
-        Ok(Some(Subject { facts, spec })) => {
-            let needs = policy::registry_needs(&facts, policies);
-            let resolved = match resolver {
-                Some(resolver) => resolver.resolve(&spec, &facts, &needs).await,
-                None => Resolved::default(),
-            };
-            respond(&req.review, &policy::evaluate(&facts, &resolved, policies))
-        }
+        Ok(Some(subject)) => respond(&req.review, &decide(&subject, policies, resolver).await),
         Err(error) => {
             let mut response =
                 AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));

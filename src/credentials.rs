@@ -702,14 +702,20 @@ impl KubeCredentialSource {
     pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
     /// Deadline of one `get`.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Longest reuse of "not found": someone told to create a secret sees it on their next try.
+    pub const MAX_NOT_FOUND_TTL: Duration = Duration::from_secs(5);
     /// Most objects of each kind kept.
     const CAPACITY: u64 = 10_000;
 
+    /// Answers are reused for `ttl`, "not found" for at most [`Self::MAX_NOT_FOUND_TTL`].
     pub fn new(client: kube::Client, ttl: Duration) -> Self {
         fn cache<K: Clone + Send + Sync + 'static>(ttl: Duration) -> Lookups<K> {
             Cache::builder()
                 .max_capacity(KubeCredentialSource::CAPACITY)
-                .time_to_live(ttl)
+                .expire_after(LookupExpiry {
+                    found: ttl,
+                    not_found: ttl.min(KubeCredentialSource::MAX_NOT_FOUND_TTL),
+                })
                 .build()
         }
         Self {
@@ -755,6 +761,27 @@ impl KubeCredentialSource {
             .try_get_with((namespace.to_owned(), name.to_owned()), load)
             .await
             .map_err(|shared| ApiError::clone(&shared))
+    }
+}
+
+/// Per-entry lifetime of a lookup: existing objects for the TTL, absent ones for less.
+struct LookupExpiry {
+    found: Duration,
+    not_found: Duration,
+}
+
+impl<K> moka::Expiry<(String, String), Option<K>> for LookupExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &(String, String),
+        value: &Option<K>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.found
+        } else {
+            self.not_found
+        })
     }
 }
 
