@@ -380,3 +380,85 @@ async fn two_hundred_concurrent_admissions_of_one_image_make_one_request_per_loo
     })
     .await;
 }
+
+#[tokio::test]
+async fn mirrors_are_tried_before_the_upstream() {
+    registry::install_crypto();
+    bounded(async {
+        let mirror = registry::start(RegistryOptions::default())
+            .await
+            .expect("mirror");
+        registry::push_image(&mirror, "demo/app", "v1", amd64())
+            .await
+            .expect("push");
+        // The upstream itself is down: only the mirror can answer.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let upstream = format!("127.0.0.1:{port}");
+        let mut settings = Settings::default();
+        settings.registries.insert(
+            upstream.clone(),
+            pullgate::registry::hosts::RegistrySettings {
+                insecure: true,
+                mirrors: vec![format!("http://{}", mirror.host())],
+                ..Default::default()
+            },
+        );
+        let app = app(&settings, None, shipped_policies());
+        let response = admit(
+            &app,
+            &pod_review(one_container(&format!("{upstream}/demo/app:v1"))),
+        )
+        .await;
+        assert_eq!(response["allowed"], true, "{response}");
+        assert!(warnings(&response).is_empty(), "{response}");
+        assert_eq!(
+            mirror.count_requests("HEAD", "/v2/demo/app/manifests/v1"),
+            1
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn containerd_hosts_toml_gives_the_ca_as_on_the_nodes() {
+    registry::install_crypto();
+    bounded(async {
+        let reg = registry::start(RegistryOptions {
+            tls: true,
+            ..Default::default()
+        })
+        .await
+        .expect("registry");
+        registry::push_image(&reg, "demo/app", "v1", amd64())
+            .await
+            .expect("push");
+        let certs_d = tempfile::tempdir().expect("tempdir");
+        let host_dir = certs_d.path().join(reg.host());
+        std::fs::create_dir_all(&host_dir).expect("mkdir");
+        std::fs::copy(reg.ca_path().expect("CA"), host_dir.join("ca.pem")).expect("copy CA");
+        std::fs::write(
+            host_dir.join("hosts.toml"),
+            format!("server = \"https://{}\"\nca = \"ca.pem\"\n", reg.host()),
+        )
+        .expect("hosts.toml");
+        let mut settings = Settings::default();
+        settings.containerd_hosts_dir = Some(certs_d.path().to_owned());
+        let app = app(&settings, None, shipped_policies());
+        let response = admit(
+            &app,
+            &pod_review(one_container(&format!("{}/demo/app:v2", reg.host()))),
+        )
+        .await;
+        // Reached over TLS with the CA from hosts.toml: the registry's own answer (no such tag) comes back.
+        assert_eq!(response["allowed"], false, "{response}");
+        assert!(
+            message(&response).contains("[image-exists] tag \"v2\" not found"),
+            "{response}"
+        );
+    })
+    .await;
+}
