@@ -213,9 +213,10 @@ impl DockerConfig {
     ///   path is a string prefix of the repository path;
     /// - keys are tried in reverse byte order, so `reg.io/team` comes before `reg.io` and
     ///   literal labels before `*`;
-    /// - only when nothing matched and the image is on Docker Hub (or its registry component has
-    ///   no `.` or `:`, a kubelet quirk that includes `localhost`) are the `index.docker.io`
-    ///   entries used: that is how `https://index.docker.io/v1/` serves `docker.io` images.
+    /// - only when nothing matched and the image is on Docker Hub are the `index.docker.io`
+    ///   entries used: that is how `https://index.docker.io/v1/` serves `docker.io` images. (kubelet
+    ///   also hands them to registries without `.` or `:` such as `localhost`; pullgate does not send
+    ///   Docker Hub credentials anywhere but Docker Hub.)
     pub fn matching(&self, image: &ImageRef) -> Vec<(String, String)> {
         keyring_lookup(self.indexed_entries(), &image.name())
             .into_iter()
@@ -490,13 +491,14 @@ fn glob_match(pattern: &str, text: &str) -> bool {
 }
 
 /// kubelet's `isDefaultRegistryMatch` on the `registry/repository` target.
+///
+/// Unlike kubelet, a registry component without `.` or `:` (`localhost/app`) does not count: Docker Hub
+/// credentials go only to Docker Hub. Targets here are always normalised (`docker.io/...`).
 fn is_default_registry_match(target: &str) -> bool {
     match target.split_once('/') {
         _ if target.is_empty() || target.starts_with('/') => false,
-        None => true,
-        Some((first, _)) => {
-            first == "docker.io" || first == DEFAULT_REGISTRY_KEY || !first.contains(['.', ':'])
-        }
+        None => false,
+        Some((first, _)) => first == "docker.io" || first == DEFAULT_REGISTRY_KEY,
     }
 }
 
@@ -1077,7 +1079,7 @@ mod tests {
     #[case::hub_docker_io_scheme("https://docker.io", "index.docker.io/user/app", true)]
     #[case::hub_key_not_for_quay("https://index.docker.io/v1/", "quay.io/app", false)]
     #[case::hub_key_not_for_port_registry("docker.io", "localhost:5000/app", false)]
-    #[case::hub_key_for_localhost_kubelet_quirk("https://index.docker.io/v1/", "localhost/app", true)]
+    #[case::hub_key_never_for_localhost("https://index.docker.io/v1/", "localhost/app", false)]
     #[case::glob_one_label("*.example.com", "reg.example.com/app", true)]
     #[case::glob_not_two_labels("*.example.com", "a.b.example.com/app", false)]
     #[case::glob_not_apex("*.example.com", "example.com/app", false)]

@@ -445,8 +445,10 @@ async fn containerd_hosts_toml_gives_the_ca_as_on_the_nodes() {
             format!("server = \"https://{}\"\nca = \"ca.pem\"\n", reg.host()),
         )
         .expect("hosts.toml");
-        let mut settings = Settings::default();
-        settings.containerd_hosts_dir = Some(certs_d.path().to_owned());
+        let settings = Settings {
+            containerd_hosts_dir: Some(certs_d.path().to_owned()),
+            ..Settings::default()
+        };
         let app = app(&settings, None, shipped_policies());
         let response = admit(
             &app,
