@@ -29,10 +29,17 @@ pub struct Settings {
     /// Platforms of the cluster's nodes, for pods without an arch/os constraint.
     #[serde(default = "default_node_platforms")]
     pub node_platforms: Vec<Platform>,
+    /// Read node platforms from Node labels when a Kubernetes API is available (needs `list` on nodes).
+    #[serde(default = "enabled")]
+    pub node_platform_discovery: bool,
     /// Node-level registry credentials: a docker `config.json` as the nodes have it.
     pub node_credentials: Option<PathBuf>,
     #[serde(default)]
     pub resolution: ResolutionSettings,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 fn default_node_platforms() -> Vec<Platform> {
@@ -50,6 +57,7 @@ impl Default for Settings {
             registries: BTreeMap::new(),
             containerd_hosts_dir: None,
             node_platforms: default_node_platforms(),
+            node_platform_discovery: true,
             node_credentials: None,
             resolution: ResolutionSettings::default(),
         }

@@ -591,6 +591,15 @@ pub struct SecretProblem {
     pub kind: SecretProblemKind,
 }
 
+impl SecretProblem {
+    /// A namespace's `default` ServiceAccount that does not exist: it simply lends no secrets.
+    pub fn is_missing_default_service_account(&self) -> bool {
+        self.secret.is_empty()
+            && self.service_account.as_deref() == Some("default")
+            && self.kind == SecretProblemKind::NotFound
+    }
+}
+
 impl fmt::Display for SecretProblem {
     /// One line, e.g. `secret "regcred" not found in namespace demo`,
     /// `secret "regcred" of ServiceAccount "builder" has no entry for 127.0.0.1:5000`,

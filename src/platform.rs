@@ -486,6 +486,31 @@ pub fn compare(image: &[Platform], pod: &PodPlatforms) -> PlatformMatch {
     }
 }
 
+/// The platforms of a cluster's nodes from their `kubernetes.io/os` and `kubernetes.io/arch` labels
+/// (nodes missing either label are skipped), normalised, sorted and without duplicates.
+pub fn from_node_labels<'a>(
+    nodes: impl IntoIterator<Item = &'a std::collections::BTreeMap<String, String>>,
+) -> Vec<Platform> {
+    let mut platforms: Vec<Platform> = nodes
+        .into_iter()
+        .filter_map(|labels| {
+            let os = labels.get("kubernetes.io/os")?;
+            let architecture = labels.get("kubernetes.io/arch")?;
+            Some(
+                Platform {
+                    os: os.clone(),
+                    architecture: architecture.clone(),
+                    variant: None,
+                }
+                .normalized(),
+            )
+        })
+        .collect();
+    platforms.sort();
+    platforms.dedup();
+    platforms
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,7 +3,7 @@
 //! admission's time budget. The result is plain data ([`Resolved`]) for `policy::evaluate`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodSpec;
@@ -42,7 +42,8 @@ pub struct Resolver {
     images: Arc<dyn ImageResolver>,
     credentials: Option<Arc<dyn CredentialSource>>,
     node_credentials: Option<Arc<DockerConfig>>,
-    node_platforms: Vec<Platform>,
+    /// Platforms of the cluster's nodes: from config, replaced by what Node labels say when discovered.
+    node_platforms: RwLock<Vec<Platform>>,
     settings: ResolveSettings,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
 }
@@ -52,7 +53,7 @@ impl std::fmt::Debug for Resolver {
         f.debug_struct("Resolver")
             .field("kubernetes_api", &self.credentials.is_some())
             .field("node_credentials", &self.node_credentials.is_some())
-            .field("node_platforms", &self.node_platforms)
+            .field("node_platforms", &self.node_platforms())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
@@ -70,9 +71,28 @@ impl Resolver {
             images,
             credentials,
             node_credentials,
-            node_platforms,
+            node_platforms: RwLock::new(node_platforms),
             settings,
             limits: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The node platforms in use.
+    pub fn node_platforms(&self) -> Vec<Platform> {
+        match self.node_platforms.read() {
+            Ok(platforms) => platforms.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replace the node platforms (from Node labels). An empty list is ignored: every pod must land somewhere.
+    pub fn set_node_platforms(&self, platforms: Vec<Platform>) {
+        if platforms.is_empty() {
+            return;
+        }
+        match self.node_platforms.write() {
+            Ok(mut current) => *current = platforms,
+            Err(poisoned) => *poisoned.into_inner() = platforms,
         }
     }
 
@@ -105,7 +125,7 @@ impl Resolver {
         if wanted.is_empty() {
             return resolved;
         }
-        let pod_platforms = platform::pod_platforms(spec, &self.node_platforms);
+        let pod_platforms = platform::pod_platforms(spec, &self.node_platforms());
         let gathered = tokio::time::timeout_at(
             deadline,
             PodCredentials::gather(
@@ -213,11 +233,12 @@ impl Resolver {
             .problems
             .into_iter()
             .filter(|p| {
-                !matches!(
-                    p.kind,
-                    SecretProblemKind::NoEntryForRegistry { .. }
-                        | SecretProblemKind::ApiUnavailable { .. }
-                )
+                !p.is_missing_default_service_account()
+                    && !matches!(
+                        p.kind,
+                        SecretProblemKind::NoEntryForRegistry { .. }
+                            | SecretProblemKind::ApiUnavailable { .. }
+                    )
             })
             .collect();
         ImageStatus::Found {

@@ -258,11 +258,9 @@ fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outco
         .as_ref()
         .map_or_else(String::new, |e| format!(" ({e})"));
     // A namespace's `default` ServiceAccount that does not exist simply lends no secrets.
-    let relevant = problems.iter().find(|p| {
-        !(p.secret.is_empty()
-            && p.service_account.as_deref() == Some("default")
-            && p.kind == SecretProblemKind::NotFound)
-    });
+    let relevant = problems
+        .iter()
+        .find(|p| !p.is_missing_default_service_account());
     match relevant {
         Some(problem) if problem.secret.is_empty() => {
             let account = problem.service_account.as_deref().unwrap_or("default");

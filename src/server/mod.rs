@@ -1,6 +1,7 @@
 //! The HTTPS server: `router()` with `/validate`, `/healthz` and `/readyz`, the policy store that reloads
 //! `policies/` on change, and `run`, which serves with rustls, reloads certificates and drains on shutdown.
 
+pub mod nodes;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -293,8 +294,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         log_format: _,
     } = config;
     let kube = connect_kube(&kube_api).await?;
-    let resolver =
-        Arc::new(Resolver::from_settings(&settings, kube).context("invalid registry settings")?);
+    let resolver = Arc::new(
+        Resolver::from_settings(&settings, kube.clone()).context("invalid registry settings")?,
+    );
+    let discovery = match (&kube, settings.node_platform_discovery) {
+        (Some(client), true) => Some(tokio::spawn(nodes::keep_discovering(
+            client.clone(),
+            resolver.clone(),
+            Duration::from_secs(60),
+        ))),
+        _ => None,
+    };
     let server_settings = settings.server;
     let policies = Arc::new(
         PolicyStore::load(&policies_dir)
@@ -376,7 +386,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         generated_ca,
         handle,
         task,
-        background: vec![watch_policies, watch_certs],
+        background: [Some(watch_policies), Some(watch_certs), discovery]
+            .into_iter()
+            .flatten()
+            .collect(),
     })
 }
 

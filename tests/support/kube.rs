@@ -76,6 +76,7 @@ impl FakeKube {
             .context("building the fake API's TLS config")?;
         let shared = Shared::default();
         let app = Router::new()
+            .route("/api/v1/nodes", get(list_nodes))
             .route(
                 "/api/v1/namespaces/{namespace}/{resource}/{name}",
                 get(answer),
@@ -171,6 +172,50 @@ impl FakeKube {
     pub fn total_requests(&self) -> usize {
         lock(&self.shared).requests.values().sum()
     }
+}
+
+impl FakeKube {
+    /// Stores a Node with these labels (served metadata-only by `GET /api/v1/nodes`).
+    pub fn insert_node(&self, name: &str, labels: &[(&str, &str)]) {
+        let labels: serde_json::Map<String, Value> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), Value::String((*v).to_owned())))
+            .collect();
+        let node = json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata",
+            "metadata": {"name": name, "labels": labels}});
+        lock(&self.shared)
+            .objects
+            .insert((String::new(), "nodes".to_owned(), name.to_owned()), node);
+    }
+}
+
+/// `GET /api/v1/nodes` as a metadata-only list (what `list_metadata` asks for).
+async fn list_nodes(State(shared): State<Shared>) -> Response {
+    let mut objects = lock(&shared);
+    *objects
+        .requests
+        .entry("/api/v1/nodes".to_owned())
+        .or_default() += 1;
+    if objects.forbidden.iter().any(|p| p == "/api/v1/nodes") {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "nodes is forbidden: cannot list resource \"nodes\"",
+            "nodes",
+            "",
+        );
+    }
+    let items: Vec<Value> = objects
+        .objects
+        .iter()
+        .filter(|((_, resource, _), _)| resource == "nodes")
+        .map(|(_, node)| node.clone())
+        .collect();
+    Json(
+        json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadataList",
+        "metadata": {"resourceVersion": "1"}, "items": items}),
+    )
+    .into_response()
 }
 
 /// Path of a Secret in the API.
