@@ -115,3 +115,91 @@ fn tls_reason(chain: &str) -> String {
 fn short(text: &str) -> String {
     crate::policy::truncate_chars(text.trim(), 160)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_client::errors::OciEnvelope;
+    use rstest::rstest;
+
+    fn registry_error(json: &str) -> OciDistributionError {
+        OciDistributionError::RegistryError {
+            envelope: serde_json::from_str::<OciEnvelope>(json).expect("envelope parses"),
+            url: "http://127.0.0.1/v2/x/manifests/y".into(),
+        }
+    }
+
+    fn server_error(code: u16, message: &str) -> OciDistributionError {
+        OciDistributionError::ServerError {
+            code,
+            url: "http://127.0.0.1/v2/x/manifests/y".into(),
+            message: message.into(),
+        }
+    }
+
+    #[rstest]
+    #[case::manifest_unknown(
+        registry_error(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
+        ResolveError::NotFound(Missing::Manifest)
+    )]
+    #[case::name_unknown(
+        registry_error(
+            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}"#
+        ),
+        ResolveError::NotFound(Missing::Repository)
+    )]
+    #[case::denied(
+        registry_error(r#"{"errors":[{"code":"DENIED","message":"denied"}]}"#),
+        ResolveError::Denied
+    )]
+    #[case::unauthorized(
+        registry_error(
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
+        ),
+        ResolveError::Unauthorized
+    )]
+    #[case::rate_limited(registry_error(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#), ResolveError::RateLimited("You have reached your pull rate limit.".into()))]
+    #[case::html_404(
+        server_error(404, "<html>not found</html>"),
+        ResolveError::NotFound(Missing::Manifest)
+    )]
+    #[case::plain_429(server_error(429, "slow down"), ResolveError::RateLimited("slow down".into()))]
+    #[case::plain_401(server_error(401, ""), ResolveError::Unauthorized)]
+    #[case::plain_403(server_error(403, ""), ResolveError::Denied)]
+    #[case::server_500(server_error(500, "{\"oops\":1}"), ResolveError::Server { status: 500 })]
+    #[case::http_to_https(server_error(400, "Client sent an HTTP request to an HTTPS server."), ResolveError::Tls("the registry serves HTTPS but was contacted over plain HTTP".into()))]
+    #[case::unauthorized_error(OciDistributionError::UnauthorizedError { url: "u".into() }, ResolveError::Unauthorized)]
+    #[case::token_failure(OciDistributionError::AuthenticationFailure("401".into()), ResolveError::Unauthorized)]
+    fn registry_answers_are_classified(
+        #[case] error: OciDistributionError,
+        #[case] expected: ResolveError,
+    ) {
+        assert_eq!(classify(&error), expected);
+    }
+
+    #[test]
+    fn hostile_registry_text_is_capped() {
+        let huge = "A".repeat(100_000);
+        let ResolveError::RateLimited(detail) = classify(&server_error(429, &huge)) else {
+            panic!("429 is a rate limit");
+        };
+        assert!(detail.chars().count() <= 160, "{}", detail.len());
+    }
+
+    #[rstest]
+    #[case::unknown_issuer(
+        "invalid peer certificate: UnknownIssuer",
+        "x509: certificate signed by unknown authority"
+    )]
+    #[case::expired(
+        "invalid peer certificate: Expired",
+        "x509: certificate has expired or is not yet valid"
+    )]
+    #[case::name(
+        "invalid peer certificate: NotValidForName",
+        "x509: certificate is not valid for this host name"
+    )]
+    fn tls_causes_read_like_the_runtime(#[case] chain: &str, #[case] expected: &str) {
+        assert_eq!(tls_reason(chain), expected);
+    }
+}
