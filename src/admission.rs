@@ -217,22 +217,26 @@ pub async fn decide(
     policy::evaluate(&subject.facts, &resolved, policies)
 }
 
-/// The whole decision for one decoded request. Without a resolver, only the static rules can fire.
+/// The whole decision for one decoded request, with the verdict when there was one to make. Without a
+/// resolver, only the static rules can fire.
 pub async fn review(
     req: &Request,
     policies: &PolicySet,
     resolver: Option<&Resolver>,
-) -> AdmissionResponse {
+) -> (AdmissionResponse, Option<Verdict>) {
     match subject(req) {
-        Ok(None) => AdmissionResponse::from(&req.review),
-        Ok(Some(subject)) => respond(&req.review, &decide(&subject, policies, resolver).await),
+        Ok(None) => (AdmissionResponse::from(&req.review), None),
+        Ok(Some(subject)) => {
+            let verdict = decide(&subject, policies, resolver).await;
+            (respond(&req.review, &verdict), Some(verdict))
+        }
         Err(error) => {
             let mut response =
                 AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));
             response.result.status = Some(StatusSummary::Failure);
             response.result.code = 400;
             response.result.reason = "BadRequest".into();
-            response
+            (response, None)
         }
     }
 }

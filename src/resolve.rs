@@ -270,6 +270,15 @@ impl Resolver {
         settings: &crate::config::Settings,
         kube: Option<kube::Client>,
     ) -> Result<Self, SetupError> {
+        Self::from_settings_with_metrics(settings, kube, Arc::default())
+    }
+
+    /// [`Resolver::from_settings`], recording registry requests in `metrics`.
+    pub fn from_settings_with_metrics(
+        settings: &crate::config::Settings,
+        kube: Option<kube::Client>,
+        metrics: Arc<crate::telemetry::metrics::Metrics>,
+    ) -> Result<Self, SetupError> {
         use crate::cache::{CacheSettings, CachedResolver};
         use crate::credentials::KubeCredentialSource;
         use crate::registry::hosts::RegistryHosts;
@@ -286,7 +295,8 @@ impl Resolver {
                 connect: r.connect_timeout(),
                 read: r.read_timeout(),
             },
-        );
+        )
+        .with_metrics(metrics);
         let cached = CachedResolver::new(
             Arc::new(oci),
             CacheSettings {

@@ -25,6 +25,7 @@ fn app() -> axum::Router {
         // Static rules only: these fixtures name public images, and tests stay on loopback.
         resolver: None,
         max_request_bytes: 8 * 1024 * 1024,
+        metrics: Default::default(),
     })
 }
 
@@ -439,6 +440,7 @@ async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
             policies: store.clone(),
             resolver: None,
             max_request_bytes: 1 << 20,
+            metrics: Default::default(),
         })
     };
     std::fs::write(dir.path().join("broken.yaml"), "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: b}\nspec: {rules: {tag-not-lates: {}}}\n").expect("write");

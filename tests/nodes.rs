@@ -93,6 +93,7 @@ async fn discovered_arm64_nodes_turn_an_amd64_only_image_into_a_warning() {
             policies: std::sync::Arc::new(pullgate::server::PolicyStore::fixed(shipped_policies())),
             resolver: Some(resolver.clone()),
             max_request_bytes: 1 << 20,
+            metrics: Default::default(),
         });
         let review = pod_review(one_container(&format!("{}/demo/app:v1", reg.host())));
         // Configured nodePlatforms (linux/amd64): nothing to say.

@@ -99,6 +99,21 @@ impl ResolveError {
         }
     }
 
+    /// The outcome class as a metric label.
+    pub fn outcome_label(&self) -> &'static str {
+        match self {
+            Self::NotFound(_) => "not_found",
+            Self::Unauthorized => "unauthorized",
+            Self::Denied => "denied",
+            Self::RateLimited(_) => "rate_limited",
+            Self::Tls(_) => "tls",
+            Self::Refused | Self::Dns(_) | Self::Connect(_) => "network",
+            Self::Timeout => "timeout",
+            Self::Server { .. } => "server_error",
+            Self::InvalidResponse(_) => "invalid_response",
+        }
+    }
+
     /// Whether the answer is definitive (and may be cached): the registry really said so.
     pub fn is_definitive(&self) -> bool {
         matches!(self, Self::NotFound(_))

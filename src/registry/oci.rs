@@ -7,7 +7,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
@@ -20,6 +20,7 @@ use super::{ImageResolver, ManifestDigest, ResolveError, classify};
 use crate::credentials::Credential;
 use crate::image::ImageRef;
 use crate::platform::Platform;
+use crate::telemetry::metrics::{Metrics, RegistryLabels, RegistryTimingLabels};
 
 /// Media types accepted for a manifest GET: OCI and Docker v2, single images and indexes.
 const MANIFEST_TYPES: [&str; 4] = [
@@ -52,6 +53,7 @@ impl Default for Timeouts {
 pub struct OciResolver {
     hosts: Arc<RegistryHosts>,
     timeouts: Timeouts,
+    metrics: Arc<Metrics>,
     clients: moka::sync::Cache<(String, String), Arc<Client>>,
 }
 
@@ -60,11 +62,46 @@ impl OciResolver {
         Self {
             hosts,
             timeouts,
+            metrics: Arc::default(),
             clients: moka::sync::Cache::builder()
                 .max_capacity(2_000)
                 .time_to_idle(Duration::from_secs(15 * 60))
                 .build(),
         }
+    }
+
+    /// Record registry requests in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Count one registry exchange and its time.
+    fn record(
+        &self,
+        registry: &str,
+        request: &'static str,
+        started: Instant,
+        outcome: &Result<(), &ResolveError>,
+    ) {
+        crate::telemetry::note_registry_call();
+        let registry = self.metrics.registry_label(registry);
+        let outcome = match outcome {
+            Ok(()) => "ok",
+            Err(error) => error.outcome_label(),
+        };
+        self.metrics
+            .registry_requests
+            .get_or_create(&RegistryLabels {
+                registry: registry.clone(),
+                request,
+                outcome,
+            })
+            .inc();
+        self.metrics
+            .registry_request_seconds
+            .get_or_create(&RegistryTimingLabels { registry, request })
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The client for an endpoint and a credential, made on first use.
@@ -120,6 +157,7 @@ impl OciResolver {
         image: &ImageRef,
         credential: Option<&Credential>,
         usable: fn(&Endpoint) -> bool,
+        request: &'static str,
         call: F,
     ) -> Result<T, ResolveError>
     where
@@ -168,7 +206,15 @@ impl OciResolver {
                     Reference::with_tag(endpoint.host.clone(), repository, "latest".into())
                 }
             };
-            match call(&client, reference, &auth).await {
+            let started = Instant::now();
+            let result = call(&client, reference, &auth).await;
+            self.record(
+                &endpoint.host,
+                request,
+                started,
+                &result.as_ref().map(|_| ()),
+            );
+            match result {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     tracing::debug!(endpoint = %endpoint.url(), %error, "endpoint failed");
@@ -190,6 +236,7 @@ impl ImageResolver for OciResolver {
             image,
             credential,
             |e| e.can_resolve,
+            "manifest_head",
             |client, reference, auth| {
                 Box::pin(async move {
                     let digest = client
@@ -212,6 +259,7 @@ impl ImageResolver for OciResolver {
             image,
             credential,
             |e| e.can_pull,
+            "manifest_get",
             move |client, reference, auth| {
                 let reference = Reference::with_digest(
                     reference.registry().to_owned(),

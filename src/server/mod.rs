@@ -26,6 +26,7 @@ use crate::admission;
 use crate::config::{KubeApi, ServeConfig, TlsSource};
 use crate::policy::{PolicySet, load_dir};
 use crate::resolve::Resolver;
+use crate::telemetry::metrics::{AdmissionLabels, FindingLabels, Metrics};
 
 /// The loaded policies, the last good set kept when a change is invalid.
 #[derive(Debug)]
@@ -100,28 +101,31 @@ impl PolicyStore {
 
     /// Re-read the directory if any file changed. A valid change replaces the set; an invalid one keeps the
     /// last good set and records the error (so `/readyz` turns red).
-    pub fn reload_if_changed(&self) {
+    /// `None` when nothing changed, else whether the change was accepted.
+    pub fn reload_if_changed(&self) -> Option<bool> {
         let print = fingerprint(&self.dir);
         let mut state = match self.state.write() {
             Ok(state) => state,
             Err(poisoned) => poisoned.into_inner(),
         };
         if state.fingerprint == print {
-            return;
+            return None;
         }
+        state.fingerprint = print;
         match load_dir(&self.dir) {
             Ok(loaded) => {
                 let set = PolicySet::from_loaded(&loaded);
                 tracing::info!(policies = ?set.names(), "policies reloaded");
                 state.current = Arc::new(set);
                 state.error = None;
+                Some(true)
             }
             Err(error) => {
                 tracing::error!(%error, "policy change refused; keeping the last valid policies");
                 state.error = Some(error.to_string());
+                Some(false)
             }
         }
-        state.fingerprint = print;
     }
 }
 
@@ -132,6 +136,7 @@ pub struct AppState {
     /// Registry resolution; `None` runs the static rules only.
     pub resolver: Option<Arc<Resolver>>,
     pub max_request_bytes: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The routes, with no TLS or listener: tests drive it with `oneshot`.
@@ -140,7 +145,19 @@ pub fn router(state: AppState) -> Router {
         .route("/validate", post(validate))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.encode(),
+    )
+        .into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -203,6 +220,15 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
     let request = match admission::decode(&bytes) {
         Ok(request) => request,
         Err(bad) => {
+            state
+                .metrics
+                .admissions
+                .get_or_create(&AdmissionLabels {
+                    kind: "unknown",
+                    operation: "unknown",
+                    verdict: "invalid",
+                })
+                .inc();
             tracing::warn!(error = %bad.error, uid = bad.uid.as_deref().unwrap_or(""), "bad AdmissionReview");
             return review_response(StatusCode::BAD_REQUEST, admission::reject(&bad));
         }
@@ -217,19 +243,75 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
         operation = ?review.operation,
         dry_run = review.dry_run,
     );
+    let metrics = state.metrics.clone();
+    let kind =
+        crate::workload::WorkloadKind::from_group_kind(&review.kind.group, &review.kind.kind)
+            .map_or("other", |k| k.as_str());
+    let operation = operation_label(&review.operation);
     let decide = async {
         let started = std::time::Instant::now();
+        metrics.in_flight.inc();
         let policies = state.policies.current();
-        let response = admission::review(&request, &policies, state.resolver.as_deref()).await;
+        let ((response, verdict), registry_calls) = crate::telemetry::count_registry_calls(
+            admission::review(&request, &policies, state.resolver.as_deref()),
+        )
+        .await;
+        metrics.in_flight.dec();
+        let elapsed = started.elapsed();
+        metrics.admission_seconds.observe(elapsed.as_secs_f64());
+        let fired: Vec<String> = verdict
+            .as_ref()
+            .map(|v| {
+                v.findings
+                    .iter()
+                    .map(|f| format!("{}:{}", f.rule, f.action))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for finding in verdict.iter().flat_map(|v| &v.findings) {
+            metrics
+                .findings
+                .get_or_create(&FindingLabels {
+                    rule: finding.rule.as_str(),
+                    action: finding.action.as_str(),
+                })
+                .inc();
+        }
+        let outcome = match (&response.allowed, &response.warnings) {
+            (false, _) => "denied",
+            (true, Some(w)) if !w.is_empty() => "warned",
+            (true, _) => "allowed",
+        };
+        metrics
+            .admissions
+            .get_or_create(&AdmissionLabels {
+                kind,
+                operation,
+                verdict: outcome,
+            })
+            .inc();
         tracing::info!(
-            allowed = response.allowed,
+            verdict = outcome,
+            rules = ?fired,
             warnings = response.warnings.as_ref().map_or(0, Vec::len),
-            duration_us = started.elapsed().as_micros() as u64,
+            registry_calls,
+            duration_ms = elapsed.as_secs_f64() * 1000.0,
             "admission decided"
         );
         review_response(StatusCode::OK, response)
     };
     decide.instrument(span).await
+}
+
+/// The operation as a metric label.
+fn operation_label(operation: &kube::core::admission::Operation) -> &'static str {
+    use kube::core::admission::Operation;
+    match operation {
+        Operation::Create => "CREATE",
+        Operation::Update => "UPDATE",
+        Operation::Delete => "DELETE",
+        Operation::Connect => "CONNECT",
+    }
 }
 
 /// Resolves when SIGTERM or SIGINT arrives.
@@ -294,8 +376,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         log_format: _,
     } = config;
     let kube = connect_kube(&kube_api).await?;
+    let metrics = Arc::new(Metrics::new());
     let resolver = Arc::new(
-        Resolver::from_settings(&settings, kube.clone()).context("invalid registry settings")?,
+        Resolver::from_settings_with_metrics(&settings, kube.clone(), metrics.clone())
+            .context("invalid registry settings")?,
     );
     let discovery = match (&kube, settings.node_platform_discovery) {
         (Some(client), true) => Some(tokio::spawn(nodes::keep_discovering(
@@ -330,6 +414,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         policies: policies.clone(),
         resolver: Some(resolver),
         max_request_bytes: server_settings.max_request_bytes,
+        metrics: metrics.clone(),
     };
     let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config.clone())
         .handshake_timeout(server_settings.handshake_timeout());
@@ -350,6 +435,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let interval = server_settings.reload_interval();
     let watch_policies = {
         let policies = policies.clone();
+        let metrics = metrics.clone();
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -357,15 +443,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
                 ticker.tick().await;
                 let store = policies.clone();
                 // Reading files blocks: keep it off the request threads.
-                if let Err(error) =
-                    tokio::task::spawn_blocking(move || store.reload_if_changed()).await
-                {
-                    tracing::error!(%error, "policy reload task failed");
+                match tokio::task::spawn_blocking(move || store.reload_if_changed()).await {
+                    Ok(Some(ok)) => metrics.reload("policies", ok),
+                    Ok(None) => {}
+                    Err(error) => tracing::error!(%error, "policy reload task failed"),
                 }
             }
         })
     };
-    let watch_certs = tokio::spawn(tls::watch(paths, rustls_config, interval));
+    let watch_certs = tokio::spawn(tls::watch(paths, rustls_config, interval, metrics.clone()));
 
     let shown = if addr.ip().is_unspecified() {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())

@@ -173,7 +173,12 @@ pub fn generate_dev_certs(dir: &Path) -> Result<GeneratedCerts, TlsError> {
 
 /// Watch the certificate and key files and swap the served pair when they change. A new pair that does
 /// not load is refused with a log line and the old pair keeps serving. Runs until the task is dropped.
-pub async fn watch(paths: CertPaths, config: RustlsConfig, interval: Duration) {
+pub async fn watch(
+    paths: CertPaths,
+    config: RustlsConfig,
+    interval: Duration,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+) {
     let snapshot = |paths: &CertPaths| {
         (
             std::fs::read(&paths.cert).ok(),
@@ -193,17 +198,22 @@ pub async fn watch(paths: CertPaths, config: RustlsConfig, interval: Duration) {
             (Some(cert), Some(key)) => match server_config(&paths, cert, key) {
                 Ok(new) => {
                     config.reload_from_config(new);
+                    metrics.reload("certificates", true);
                     tracing::info!(cert = %paths.cert.display(), "serving certificate reloaded");
                 }
                 Err(error) => {
+                    metrics.reload("certificates", false);
                     tracing::error!(%error, "new certificate refused; still serving the previous one");
                 }
             },
-            _ => tracing::error!(
-                cert = %paths.cert.display(),
-                key = %paths.key.display(),
-                "certificate or key file unreadable; still serving the previous one"
-            ),
+            _ => {
+                metrics.reload("certificates", false);
+                tracing::error!(
+                    cert = %paths.cert.display(),
+                    key = %paths.key.display(),
+                    "certificate or key file unreadable; still serving the previous one"
+                );
+            }
         }
         last = current;
     }

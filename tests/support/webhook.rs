@@ -13,6 +13,7 @@ use pullgate::policy::PolicySet;
 use pullgate::registry::hosts::RegistrySettings;
 use pullgate::resolve::Resolver;
 use pullgate::server::{AppState, PolicyStore, router};
+use pullgate::telemetry::metrics::Metrics;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -50,12 +51,25 @@ pub fn shipped_policies() -> PolicySet {
 
 /// The app with a resolver built from `settings` exactly as `serve` builds it.
 pub fn app(settings: &Settings, kube: Option<kube::Client>, policies: PolicySet) -> axum::Router {
-    let resolver = Resolver::from_settings(settings, kube).expect("resolver builds");
-    router(AppState {
+    app_with_metrics(settings, kube, policies).0
+}
+
+/// [`app`], and the metrics it records into.
+pub fn app_with_metrics(
+    settings: &Settings,
+    kube: Option<kube::Client>,
+    policies: PolicySet,
+) -> (axum::Router, Arc<Metrics>) {
+    let metrics = Arc::new(Metrics::new());
+    let resolver = Resolver::from_settings_with_metrics(settings, kube, metrics.clone())
+        .expect("resolver builds");
+    let app = router(AppState {
         policies: Arc::new(PolicyStore::fixed(policies)),
         resolver: Some(Arc::new(resolver)),
         max_request_bytes: 8 << 20,
-    })
+        metrics: metrics.clone(),
+    });
+    (app, metrics)
 }
 
 /// An AdmissionReview creating a Pod with this spec in namespace `demo`.
