@@ -1,0 +1,659 @@
+//! `cargo bench --bench load`: pullgate measured side by side with a baseline, on 127.0.0.1 only,
+//! bounded in time, printing one table. See README "Performance".
+//!
+//! - P1 warm path: a Deployment with 3 cached images over HTTPS, 50 concurrent connections; throughput
+//!   and p50/p99 of pullgate next to a minimal axum + rustls server that decodes the AdmissionReview and
+//!   answers `allowed` (the baseline), in the same run.
+//! - P2 cold path: a pod with 10 distinct uncached images vs a pod with 1, behind a proxy adding 100 ms to
+//!   every registry request.
+//! - P3 economy: 500 concurrent admissions of one uncached image → registry manifest requests; a cached
+//!   re-run → 0.
+//! - P4 memory: RSS of the real `pullgate serve` idle; growth of the caches for 100k distinct entries.
+//! - P5: `pullgate check --offline` over 10,000 manifests (when the binary has `check`).
+#![allow(clippy::print_stdout)]
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, post};
+use futures::future::BoxFuture;
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
+use pullgate::cache::{CacheSettings, CachedResolver};
+use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
+use pullgate::credentials::Credential;
+use pullgate::image::ImageRef;
+use pullgate::platform::Platform;
+use pullgate::registry::hosts::RegistrySettings;
+use pullgate::registry::{ImageResolver, ManifestDigest, ResolveError};
+use pullgate::telemetry::LogFormat;
+use serde_json::{Value, json};
+use support::registry::{self, ImageKind, RegistryOptions, TestRegistry};
+
+const CONNECTIONS: usize = 50;
+const LOAD_SECONDS: u64 = 5;
+
+struct Row {
+    name: &'static str,
+    measured: String,
+    target: &'static str,
+    verdict: String,
+}
+
+fn main() -> anyhow::Result<()> {
+    registry::install_crypto();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let rows = runtime.block_on(run())?;
+    println!();
+    println!(
+        "pullgate benchmark — {} cores, {}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model()
+    );
+    println!("| scenario | measured | target | met |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!(
+            "| {} | {} | {} | {} |",
+            row.name, row.measured, row.target, row.verdict
+        );
+    }
+    Ok(())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            })
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+async fn run() -> anyhow::Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    let reg = registry::start(RegistryOptions::default()).await?;
+    for name in ["a", "b", "c"] {
+        registry::push_image(&reg, &format!("bench/{name}"), "v1", amd64()).await?;
+    }
+    rows.extend(p1_warm_path(&reg).await?);
+    rows.push(p2_cold_path(&reg).await?);
+    rows.extend(p3_economy(&reg).await?);
+    rows.extend(p4_memory().await?);
+    if let Some(row) = p5_check_offline()? {
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+fn amd64() -> ImageKind {
+    ImageKind::single(support::registry::Platform::linux("amd64"))
+}
+
+fn settings_for(reg: &TestRegistry) -> Settings {
+    let mut settings = Settings::default();
+    settings.registries.insert(
+        reg.host().to_owned(),
+        RegistrySettings {
+            insecure: true,
+            ..RegistrySettings::default()
+        },
+    );
+    settings
+}
+
+fn review(spec: Value) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "bench", "kind": {"group": "apps", "version": "v1", "kind": "Deployment"},
+            "resource": {"group": "apps", "version": "v1", "resource": "deployments"},
+            "name": "web", "namespace": "bench", "operation": "CREATE", "userInfo": {"username": "bench"},
+            "object": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "bench"},
+                "spec": {"template": {"spec": spec}}}}
+    }))
+    .unwrap_or_default()
+}
+
+fn containers(images: &[String]) -> Value {
+    let list: Vec<Value> = images
+        .iter()
+        .enumerate()
+        .map(|(i, image)| json!({"name": format!("c{i}"), "image": image, "imagePullPolicy": "IfNotPresent"}))
+        .collect();
+    json!({"containers": list})
+}
+
+/// Start `pullgate serve` in-process with the shipped policies and generated certificates.
+async fn start_pullgate(
+    settings: Settings,
+    certs: &Path,
+) -> anyhow::Result<pullgate::server::Running> {
+    pullgate::server::start(ServeConfig {
+        listen: "127.0.0.1:0".parse()?,
+        kube_api: KubeApi::Off,
+        tls: TlsSource::Generate {
+            dir: certs.to_owned(),
+        },
+        policies_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        settings,
+        log_format: LogFormat::Text,
+    })
+    .await
+}
+
+fn client(ca: &Path) -> anyhow::Result<reqwest::Client> {
+    let pem = std::fs::read(ca)?;
+    Ok(reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem)?])
+        .http1_only()
+        .pool_max_idle_per_host(CONNECTIONS)
+        .timeout(Duration::from_secs(20))
+        .build()?)
+}
+
+struct Load {
+    requests: usize,
+    errors: usize,
+    seconds: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+impl Load {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+}
+
+/// `CONNECTIONS` workers posting `body` for `LOAD_SECONDS` (after a short warm-up).
+async fn load(client: &reqwest::Client, url: &str, body: &[u8]) -> Load {
+    let body = Bytes::copy_from_slice(body);
+    let warm_until = Instant::now() + Duration::from_millis(500);
+    let until = warm_until + Duration::from_secs(LOAD_SECONDS);
+    let workers = (0..CONNECTIONS).map(|_| {
+        let client = client.clone();
+        let body = body.clone();
+        let url = url.to_owned();
+        tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut errors = 0;
+            while Instant::now() < until {
+                let started = Instant::now();
+                let ok = match client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
+                    Ok(response) => {
+                        response.status().is_success() && response.bytes().await.is_ok()
+                    }
+                    Err(_) => false,
+                };
+                if started >= warm_until {
+                    if ok {
+                        latencies.push(started.elapsed());
+                    } else {
+                        errors += 1;
+                    }
+                }
+            }
+            (latencies, errors)
+        })
+    });
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for worker in futures::future::join_all(workers)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        all.extend(worker.0);
+        errors += worker.1;
+    }
+    all.sort();
+    let pick = |q: f64| {
+        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
+    Load {
+        requests: all.len(),
+        errors,
+        seconds: LOAD_SECONDS as f64,
+        p50: pick(0.50),
+        p99: pick(0.99),
+    }
+}
+
+/// The baseline: axum + rustls, decode the AdmissionReview, answer `allowed`.
+async fn baseline(
+    request: axum::extract::Json<AdmissionReview<DynamicObject>>,
+) -> axum::Json<AdmissionReview<DynamicObject>> {
+    let converted: Result<AdmissionRequest<DynamicObject>, _> = request.0.try_into();
+    let response = match converted {
+        Ok(req) => AdmissionResponse::from(&req),
+        Err(_) => AdmissionResponse::invalid("not an AdmissionReview request"),
+    };
+    axum::Json(response.into_review())
+}
+
+async fn start_baseline(
+    certs: &Path,
+) -> anyhow::Result<(SocketAddr, axum_server::Handle<SocketAddr>)> {
+    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
+        certs.join("tls.crt"),
+        certs.join("tls.key"),
+    )
+    .await?;
+    let handle = axum_server::Handle::new();
+    let server = axum_server::bind_rustls("127.0.0.1:0".parse::<SocketAddr>()?, config)
+        .handle(handle.clone());
+    let app = Router::new().route("/validate", post(baseline));
+    tokio::spawn(async move { server.serve(app.into_make_service()).await });
+    let addr = handle
+        .listening()
+        .await
+        .ok_or_else(|| anyhow::anyhow!("baseline did not start"))?;
+    Ok((addr, handle))
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn p1_warm_path(reg: &TestRegistry) -> anyhow::Result<Vec<Row>> {
+    let certs = tempfile::tempdir()?;
+    let running = start_pullgate(settings_for(reg), certs.path()).await?;
+    let ca = running
+        .generated_ca
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no CA"))?;
+    let client = client(&ca)?;
+    let images: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .map(|n| format!("{}/bench/{n}:v1", reg.host()))
+        .collect();
+    let body = review(containers(&images));
+    let url = format!("https://localhost:{}/validate", running.addr.port());
+    // Warm the caches, and check the answer is the real one.
+    let first: Value = client
+        .post(&url)
+        .body(body.clone())
+        .send()
+        .await?
+        .json()
+        .await?;
+    anyhow::ensure!(
+        first["response"]["allowed"] == true,
+        "warm-up admission not allowed: {first}"
+    );
+    let ours = load(&client, &url, &body).await;
+    running.shutdown(Duration::from_secs(5)).await?;
+
+    let (addr, handle) = start_baseline(certs.path()).await?;
+    let base_url = format!("https://localhost:{}/validate", addr.port());
+    let base = load(&client, &base_url, &body).await;
+    handle.graceful_shutdown(Some(Duration::from_secs(2)));
+
+    let ratio = ours.rps() / base.rps();
+    Ok(vec![
+        Row {
+            name: "P1 warm path throughput (Deployment, 3 cached images, 50 conns)",
+            measured: format!(
+                "pullgate {:.0} req/s ({} errors), baseline {:.0} req/s ({} errors): {ratio:.2}×",
+                ours.rps(),
+                ours.errors,
+                base.rps(),
+                base.errors
+            ),
+            target: "≥ 0.8× baseline",
+            verdict: yes(ratio >= 0.8),
+        },
+        Row {
+            name: "P1 warm path latency",
+            measured: format!(
+                "pullgate p50 {} p99 {}; baseline p50 {} p99 {}",
+                ms(ours.p50),
+                ms(ours.p99),
+                ms(base.p50),
+                ms(base.p99)
+            ),
+            target: "p99 ≤ 2 ms",
+            verdict: yes(ours.p99 <= Duration::from_millis(2)),
+        },
+    ])
+}
+
+fn yes(met: bool) -> String {
+    if met { "yes".into() } else { "NO".into() }
+}
+
+/// A registry proxy on 127.0.0.1 that adds `delay` to every request.
+async fn slow_proxy(upstream: String, delay: Duration) -> anyhow::Result<String> {
+    #[derive(Clone)]
+    struct Proxy {
+        upstream: String,
+        delay: Duration,
+        client: reqwest::Client,
+    }
+    async fn forward(
+        State(proxy): State<Proxy>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        tokio::time::sleep(proxy.delay).await;
+        let url = format!(
+            "http://{}{}",
+            proxy.upstream,
+            uri.path_and_query().map_or("/", |p| p.as_str())
+        );
+        let mut request = proxy.client.request(method, &url).body(body);
+        for (name, value) in &headers {
+            if name != "host" {
+                request = request.header(name, value);
+            }
+        }
+        match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                let bytes = response.bytes().await.unwrap_or_default();
+                let mut out = (status, Body::from(bytes)).into_response();
+                for (name, value) in &headers {
+                    if name != "content-length" && name != "transfer-encoding" {
+                        out.headers_mut().insert(name, value.clone());
+                    }
+                }
+                out
+            }
+            Err(_) => StatusCode::BAD_GATEWAY.into_response(),
+        }
+    }
+    let proxy = Proxy {
+        upstream,
+        delay,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()?,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let host = listener.local_addr()?.to_string();
+    let app = Router::new().fallback(any(forward)).with_state(proxy);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(host)
+}
+
+async fn p2_cold_path(reg: &TestRegistry) -> anyhow::Result<Row> {
+    for i in 0..20 {
+        registry::push_image(reg, &format!("cold/img{i}"), "v1", amd64()).await?;
+    }
+    let proxy = slow_proxy(reg.host().to_owned(), Duration::from_millis(100)).await?;
+    let mut settings = Settings::default();
+    settings.registries.insert(
+        proxy.clone(),
+        RegistrySettings {
+            insecure: true,
+            ..Default::default()
+        },
+    );
+    let certs = tempfile::tempdir()?;
+    let running = start_pullgate(settings, certs.path()).await?;
+    let client = client(
+        &running
+            .generated_ca
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no CA"))?,
+    )?;
+    let url = format!("https://localhost:{}/validate", running.addr.port());
+    let time = |images: Vec<String>| {
+        let client = client.clone();
+        let url = url.clone();
+        async move {
+            let started = Instant::now();
+            let answer: Value = client
+                .post(&url)
+                .body(review(containers(&images)))
+                .send()
+                .await?
+                .json()
+                .await?;
+            anyhow::ensure!(
+                answer["response"]["allowed"] == true,
+                "cold admission not allowed: {answer}"
+            );
+            Ok::<_, anyhow::Error>(started.elapsed())
+        }
+    };
+    let one = time(vec![format!("{proxy}/cold/img0:v1")]).await?;
+    let ten = time(
+        (10..20)
+            .map(|i| format!("{proxy}/cold/img{i}:v1"))
+            .collect(),
+    )
+    .await?;
+    running.shutdown(Duration::from_secs(5)).await?;
+    let ratio = ten.as_secs_f64() / one.as_secs_f64();
+    Ok(Row {
+        name: "P2 cold path (100 ms per registry request)",
+        measured: format!("1 image {}, 10 images {}: {ratio:.2}×", ms(one), ms(ten)),
+        target: "≤ 1.3×",
+        verdict: yes(ratio <= 1.3),
+    })
+}
+
+async fn p3_economy(reg: &TestRegistry) -> anyhow::Result<Vec<Row>> {
+    registry::push_image(reg, "economy/app", "v1", amd64()).await?;
+    let certs = tempfile::tempdir()?;
+    let running = start_pullgate(settings_for(reg), certs.path()).await?;
+    let client = client(
+        &running
+            .generated_ca
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no CA"))?,
+    )?;
+    let url = format!("https://localhost:{}/validate", running.addr.port());
+    let body = review(containers(&[format!("{}/economy/app:v1", reg.host())]));
+    let manifests = || {
+        reg.count_requests("HEAD", "/economy/app/manifests/")
+            + reg.count_requests("GET", "/economy/app/manifests/")
+    };
+    let before = manifests();
+    let admissions = (0..500).map(|_| client.post(&url).body(body.clone()).send());
+    let answered = futures::future::join_all(admissions)
+        .await
+        .iter()
+        .filter(|r| r.is_ok())
+        .count();
+    let cold = manifests() - before;
+    let before = manifests();
+    let _ = client.post(&url).body(body.clone()).send().await?;
+    let warm = manifests() - before;
+    running.shutdown(Duration::from_secs(5)).await?;
+    Ok(vec![
+        Row {
+            name: "P3 500 concurrent admissions, one uncached image",
+            measured: format!(
+                "{cold} manifest requests (1 HEAD tag→digest + 1 GET digest→platforms), {answered}/500 answered"
+            ),
+            target: "1 request per lookup",
+            verdict: yes(cold <= 2 && answered == 500),
+        },
+        Row {
+            name: "P3 cached re-run",
+            measured: format!("{warm} registry requests"),
+            target: "0",
+            verdict: yes(warm == 0),
+        },
+    ])
+}
+
+/// Resident set size of a process, in MiB.
+fn rss_mib(pid: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// An instant in-memory resolver, to fill the caches without a registry.
+struct Instant100k;
+
+impl ImageResolver for Instant100k {
+    fn digest<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        _: Option<&'a Credential>,
+    ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
+        let digest = format!("sha256:{:064x}", fxhash(&image.to_string()));
+        Box::pin(async move { Ok(ManifestDigest(digest)) })
+    }
+    fn platforms<'a>(
+        &'a self,
+        _: &'a ImageRef,
+        _: &'a ManifestDigest,
+        _: Option<&'a Credential>,
+    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
+        Box::pin(async {
+            Ok(vec!["linux/amd64".parse().map_err(|_| {
+                ResolveError::InvalidResponse(String::new())
+            })?])
+        })
+    }
+}
+
+fn fxhash(text: &str) -> u128 {
+    text.bytes().fold(0xcbf29ce484222325u128, |h, b| {
+        (h ^ u128::from(b)).wrapping_mul(0x100000001b3)
+    })
+}
+
+async fn p4_memory() -> anyhow::Result<Vec<Row>> {
+    // The real server, idle.
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pullgate");
+    let mut rows = Vec::new();
+    let mut idle = None;
+    if binary.exists() {
+        let certs = tempfile::tempdir()?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut child = std::process::Command::new(&binary)
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--kube-api",
+                "off",
+                "--generated-cert-dir",
+            ])
+            .arg(certs.path())
+            .arg("--policies")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()?;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let rss = rss_mib(&child.id().to_string()).unwrap_or(f64::NAN);
+        let _ = child.kill();
+        let _ = child.wait();
+        idle = Some(rss);
+        rows.push(Row {
+            name: "P4 RSS idle (`pullgate serve`)",
+            measured: format!("{rss:.1} MiB"),
+            target: "≤ 40 MiB",
+            verdict: yes(rss <= 40.0),
+        });
+    }
+    // The caches with 100k distinct entries (tag→digest and digest→platforms each).
+    let before = rss_mib("self").unwrap_or(f64::NAN);
+    let cache = CachedResolver::new(Arc::new(Instant100k), CacheSettings::default());
+    for i in 0..100_000 {
+        let image: ImageRef = format!("registry.example.com/team{}/app{i}:v{}", i % 100, i % 7)
+            .parse()
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let digest = cache
+            .digest(&image, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        cache
+            .platforms(&image, &digest, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let (digests, platforms) = cache.entry_counts().await;
+    let after = rss_mib("self").unwrap_or(f64::NAN);
+    let growth = after - before;
+    rows.push(Row {
+        name: "P4 cache growth, 100k distinct images",
+        measured: format!(
+            "+{growth:.1} MiB for {digests} digest + {platforms} platform entries (idle + growth {:.1} MiB)",
+            idle.unwrap_or(0.0) + growth
+        ),
+        target: "idle + growth ≤ 120 MiB",
+        verdict: yes(idle.unwrap_or(0.0) + growth <= 120.0),
+    });
+    Ok(rows)
+}
+
+fn p5_check_offline() -> anyhow::Result<Option<Row>> {
+    let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pullgate");
+    let help = std::process::Command::new(&binary)
+        .arg("check")
+        .arg("--help")
+        .output();
+    if !matches!(&help, Ok(out) if out.status.success()) {
+        return Ok(None);
+    }
+    let dir = tempfile::tempdir()?;
+    for i in 0..10_000 {
+        std::fs::write(
+            dir.path().join(format!("m{i:05}.yaml")),
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app{i}, namespace: team{}}}\nspec:\n  template:\n    spec:\n      containers:\n      - name: app\n        image: registry.example.com/team/app{i}:v{}\n",
+                i % 50,
+                i % 3
+            ),
+        )?;
+    }
+    let started = Instant::now();
+    let out = std::process::Command::new(&binary)
+        .args(["check", "--offline", "--output", "json", "-R", "-f"])
+        .arg(dir.path())
+        .output()?;
+    let took = started.elapsed();
+    Ok(Some(Row {
+        name: "P5 `pullgate check --offline`, 10,000 manifests",
+        measured: format!(
+            "{:.2} s (exit {})",
+            took.as_secs_f64(),
+            out.status.code().unwrap_or(-1)
+        ),
+        target: "finishes",
+        verdict: yes(out.status.code().is_some_and(|c| c <= 1)),
+    }))
+}
