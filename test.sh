@@ -11,4 +11,5 @@ if ! command -v docker-registry >/dev/null 2>&1; then
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry
 fi
 
+scripts/install-tools.sh  # kubectl and helm for tests/deploy and tests/certs, cached in target/tools
 cargo test --all-targets "$@"

@@ -407,7 +407,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             (generated.paths, Some(generated.ca))
         }
     };
-    let rustls_config = RustlsConfig::from_config(tls::load(&paths)?);
+    let (served, loaded) = tls::load(&paths)?;
+    let rustls_config = RustlsConfig::from_config(served);
 
     let handle: Handle<SocketAddr> = Handle::new();
     let state = AppState {
@@ -451,7 +452,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             }
         })
     };
-    let watch_certs = tokio::spawn(tls::watch(paths, rustls_config, interval, metrics.clone()));
+    let watch_certs = tokio::spawn(tls::watch(
+        paths,
+        rustls_config,
+        interval,
+        metrics.clone(),
+        loaded,
+    ));
 
     let shown = if addr.ip().is_unspecified() {
         SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())

@@ -94,9 +94,14 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Read both files and build a server config.
-pub fn load(paths: &CertPaths) -> Result<Arc<ServerConfig>, TlsError> {
-    server_config(paths, &read(&paths.cert)?, &read(&paths.key)?)
+/// The certificate and key file contents a config was built from (to notice changes).
+pub type Loaded = (Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// Read both files and build a server config; also returns what was read, for [`watch`].
+pub fn load(paths: &CertPaths) -> Result<(Arc<ServerConfig>, Loaded), TlsError> {
+    let (cert, key) = (read(&paths.cert)?, read(&paths.key)?);
+    let config = server_config(paths, &cert, &key)?;
+    Ok((config, (Some(cert), Some(key))))
 }
 
 /// What [`generate_dev_certs`] wrote.
@@ -172,12 +177,14 @@ pub fn generate_dev_certs(dir: &Path) -> Result<GeneratedCerts, TlsError> {
 }
 
 /// Watch the certificate and key files and swap the served pair when they change. A new pair that does
-/// not load is refused with a log line and the old pair keeps serving. Runs until the task is dropped.
+/// not load is refused with a log line and the old pair keeps serving. `loaded` is what the served config
+/// was built from, so a change made before the first check is noticed too. Runs until the task is dropped.
 pub async fn watch(
     paths: CertPaths,
     config: RustlsConfig,
     interval: Duration,
     metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    loaded: Loaded,
 ) {
     let snapshot = |paths: &CertPaths| {
         (
@@ -185,7 +192,7 @@ pub async fn watch(
             std::fs::read(&paths.key).ok(),
         )
     };
-    let mut last = snapshot(&paths);
+    let mut last = loaded;
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

