@@ -91,7 +91,7 @@ impl Default for ResolutionSettings {
         Self {
             budget_seconds: 8.0,
             per_image_timeout_seconds: 6.0,
-            per_registry_concurrency: 8,
+            per_registry_concurrency: 16,
             connect_timeout_seconds: 3.0,
             read_timeout_seconds: 5.0,
             tag_ttl_seconds: 300,

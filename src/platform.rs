@@ -85,7 +85,9 @@ impl Platform {
     /// (`386` on `amd64`, `arm/v6` on `arm/v7`, `arm/v7` on `arm64`, ...).
     pub fn runs_on(&self, node: &Platform) -> bool {
         let image = self.normalized();
-        node.normalized().runnable().contains(&image)
+        let node = node.normalized();
+        // The common case first, without building the node's whole platform vector.
+        image == node || node.runnable().contains(&image)
     }
 
     /// containerd's `platformVector`: the normalised platforms a node of normalised platform

@@ -32,7 +32,7 @@ impl Default for ResolveSettings {
         Self {
             budget: Duration::from_secs(8),
             per_image: Duration::from_secs(6),
-            per_registry: 8,
+            per_registry: 16,
         }
     }
 }

@@ -53,6 +53,13 @@ impl fmt::Display for Glob {
 impl Glob {
     /// Whether `text` matches the whole pattern.
     pub fn matches(&self, text: &str) -> bool {
+        // Most patterns in practice are plain names: compare without allocating.
+        if !self.0.contains(['*', '?']) {
+            return self.0 == text;
+        }
+        if let Some(prefix) = self.0.strip_suffix('*').filter(|p| !p.contains(['*', '?'])) {
+            return text.starts_with(prefix);
+        }
         let pattern: Vec<char> = self.0.chars().collect();
         let text: Vec<char> = text.chars().collect();
         // Iterative wildcard matching with single-star backtracking: linear in practice, never exponential.
