@@ -1,5 +1,5 @@
 //! Caches in front of an [`ImageResolver`], with concurrent lookups of one key coalesced into one
-//! registry request (moka's `try_get_with`).
+//! registry request (moka's `or_try_insert_with`).
 //!
 //! - tag → digest, keyed by (normalised reference, credential fingerprint): a TTL (tags move); "not found"
 //!   kept only briefly; transient failures never cached. A digest reference is immutable and kept longer.
@@ -17,6 +17,7 @@ use crate::credentials::Credential;
 use crate::image::ImageRef;
 use crate::platform::Platform;
 use crate::registry::{ImageResolver, ManifestDigest, Missing, ResolveError};
+use crate::telemetry::metrics::Metrics;
 
 /// How long answers are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +79,9 @@ pub struct CachedResolver {
     inner: Arc<dyn ImageResolver>,
     digests: Cache<DigestKey, DigestOutcome>,
     platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>>,
+    /// Distinct platform lists are few: every cache entry shares one copy of its list.
+    interned: std::sync::Mutex<Vec<Arc<Vec<Platform>>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl CachedResolver {
@@ -92,7 +96,31 @@ impl CachedResolver {
                 .max_capacity(settings.max_entries)
                 .time_to_live(settings.platforms_ttl)
                 .build(),
+            interned: std::sync::Mutex::new(Vec::new()),
+            metrics: Arc::default(),
         }
+    }
+
+    /// Count hits and misses in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The shared copy of a platform list (at most 256 distinct lists are kept; past that, no sharing).
+    fn intern(&self, platforms: Vec<Platform>) -> Arc<Vec<Platform>> {
+        let mut interned = match self.interned.lock() {
+            Ok(interned) => interned,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(shared) = interned.iter().find(|p| ***p == platforms) {
+            return shared.clone();
+        }
+        let shared = Arc::new(platforms);
+        if interned.len() < 256 {
+            interned.push(shared.clone());
+        }
+        shared
     }
 
     /// Entries currently held (digest cache, platform cache), after pending maintenance.
@@ -115,9 +143,10 @@ impl ImageResolver for CachedResolver {
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
         Box::pin(async move {
             let key = (image.to_string(), fingerprint(credential));
-            let outcome = self
+            let entry = self
                 .digests
-                .try_get_with(key, async {
+                .entry(key)
+                .or_try_insert_with(async {
                     match self.inner.digest(image, credential).await {
                         Ok(digest) => Ok(DigestOutcome::Found(digest)),
                         Err(ResolveError::NotFound(missing)) => {
@@ -128,7 +157,8 @@ impl ImageResolver for CachedResolver {
                 })
                 .await
                 .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-            match outcome {
+            self.metrics.cache("digest", !entry.is_fresh());
+            match entry.into_value() {
                 DigestOutcome::Found(digest) => Ok(digest),
                 DigestOutcome::NotFound(missing) => Err(ResolveError::NotFound(missing)),
             }
@@ -143,17 +173,17 @@ impl ImageResolver for CachedResolver {
     ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
         Box::pin(async move {
             let key = (image.name(), digest.clone());
-            let platforms = self
+            let entry = self
                 .platforms
-                .try_get_with(key, async {
-                    self.inner
-                        .platforms(image, digest, credential)
-                        .await
-                        .map(Arc::new)
+                .entry(key)
+                .or_try_insert_with(async {
+                    let found = self.inner.platforms(image, digest, credential).await?;
+                    Ok(self.intern(found))
                 })
                 .await
                 .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-            Ok((*platforms).clone())
+            self.metrics.cache("platforms", !entry.is_fresh());
+            Ok((**entry.value()).clone())
         })
     }
 }

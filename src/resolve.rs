@@ -296,7 +296,7 @@ impl Resolver {
                 read: r.read_timeout(),
             },
         )
-        .with_metrics(metrics);
+        .with_metrics(metrics.clone());
         let cached = CachedResolver::new(
             Arc::new(oci),
             CacheSettings {
@@ -305,7 +305,8 @@ impl Resolver {
                 max_entries: r.cache_entries,
                 ..CacheSettings::default()
             },
-        );
+        )
+        .with_metrics(metrics);
         let node_credentials = match &settings.node_credentials {
             Some(file) => Some(Arc::new(DockerConfig::from_file(file).map_err(|e| {
                 SetupError::NodeCredentials {

@@ -79,6 +79,11 @@ async fn counters_follow_the_admissions() {
         assert_eq!(sample(&text, &head_missing), 1.0, "{text}");
         assert_eq!(sample(&text, &get_ok), 1.0, "{text}");
         assert_eq!(sample(&text, "pullgate_admissions_in_flight"), 0.0, "{text}");
+        // v1 twice (a miss, then a hit), v9 once (a miss); platforms only for the image that exists.
+        assert_eq!(sample(&text, r#"pullgate_cache_lookups_total{cache="digest",result="miss"}"#), 2.0, "{text}");
+        assert_eq!(sample(&text, r#"pullgate_cache_lookups_total{cache="digest",result="hit"}"#), 1.0, "{text}");
+        assert_eq!(sample(&text, r#"pullgate_cache_lookups_total{cache="platforms",result="miss"}"#), 1.0, "{text}");
+        assert_eq!(sample(&text, r#"pullgate_cache_lookups_total{cache="platforms",result="hit"}"#), 1.0, "{text}");
         assert!(sample(&text, "pullgate_admission_duration_seconds_count") >= 4.0, "{text}");
         // No image or namespace names in any label.
         assert!(!text.contains("demo/app") && !text.contains("namespace="), "{text}");
