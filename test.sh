@@ -12,4 +12,5 @@ if ! command -v docker-registry >/dev/null 2>&1; then
 fi
 
 scripts/install-tools.sh  # kubectl and helm for tests/deploy and tests/certs, cached in target/tools
-cargo test --all-targets "$@"
+# Library, binary and integration tests; the benchmark (benches/load.rs) runs only via ./bench.sh.
+cargo test --lib --bins --tests "$@"

@@ -1,11 +1,15 @@
 //! Command line: clap derive arguments (each flag also an environment variable), turned into a validated
-//! [`ServeConfig`].
+//! [`ServeConfig`] or [`CheckConfig`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
+use crate::check::{
+    CheckConfig, Input, LocalDockerConfig, OutputFormat, PolicySource, RegistryAccess,
+};
 use crate::config::{ConfigError, KubeApi, ServeConfig, Settings, TlsSource};
 use crate::telemetry::LogFormat;
 
@@ -21,6 +25,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the validating admission webhook over HTTPS.
     Serve(ServeArgs),
+    /// Check manifest files (or stdin) with the webhook's rules, for CI.
+    Check(CheckArgs),
     /// Print the version.
     Version,
 }
@@ -111,6 +117,129 @@ impl ServeArgs {
             policies_dir: policies,
             settings,
             log_format,
+        })
+    }
+}
+
+/// `pullgate check` flags.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Manifest file, or directory of .yaml/.yml/.json files; `-` reads standard input. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    pub filenames: Vec<PathBuf>,
+    /// Also read the subdirectories of directories given with -f.
+    #[arg(short = 'R', long, env = "PULLGATE_RECURSIVE", value_parser = BoolishValueParser::new())]
+    pub recursive: bool,
+    /// Directory of ImagePolicy YAML files; default: the built-in policy (the shipped policies/default.yaml).
+    #[arg(long, env = "PULLGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Optional YAML settings file (the same as serve's: registries, nodePlatforms, resolution).
+    #[arg(long, env = "PULLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Namespace of objects that name none: scopes policies and pull secrets.
+    #[arg(
+        short = 'n',
+        long,
+        env = "PULLGATE_NAMESPACE",
+        default_value = "default"
+    )]
+    pub namespace: String,
+    /// Run only the rules that need no network; registry rules are reported as skipped.
+    #[arg(long, env = "PULLGATE_OFFLINE", value_parser = BoolishValueParser::new())]
+    pub offline: bool,
+    /// Report format.
+    #[arg(short = 'o', long, env = "PULLGATE_OUTPUT", value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+    /// Exit 1 on warnings too.
+    #[arg(long, env = "PULLGATE_WARNINGS_AS_ERRORS", value_parser = BoolishValueParser::new())]
+    pub warnings_as_errors: bool,
+    /// Docker config.json (or its directory, as DOCKER_CONFIG) whose credentials stand in for the
+    /// nodes'; default: ~/.docker/config.json when it exists.
+    #[arg(long, env = "DOCKER_CONFIG", value_name = "PATH")]
+    pub docker_config: Option<PathBuf>,
+    /// Keep registry answers that stay true (digest -> platforms, digest existence) here between runs.
+    #[arg(long, env = "PULLGATE_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// Why `check` flags were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckArgsError {
+    /// The settings file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--namespace` is empty.
+    #[error("--namespace must not be empty")]
+    EmptyNamespace,
+    /// `--docker-config` names a `.json` file that does not exist.
+    #[error("--docker-config {}: no such file", .0.display())]
+    MissingDockerConfig(PathBuf),
+}
+
+impl CheckArgs {
+    /// Validate the flags and read the config file. `HOME` and `PATH` come from the environment.
+    pub fn into_config(self) -> Result<CheckConfig, CheckArgsError> {
+        self.into_config_with(
+            std::env::var_os("HOME").map(PathBuf::from),
+            crate::check::default_helper_path(),
+        )
+    }
+
+    /// [`CheckArgs::into_config`] with the home directory (for `~/.docker/config.json`) and the `PATH`
+    /// that credential helpers are looked up in given.
+    pub fn into_config_with(
+        self,
+        home: Option<PathBuf>,
+        helper_path: Option<std::ffi::OsString>,
+    ) -> Result<CheckConfig, CheckArgsError> {
+        let Self {
+            filenames,
+            recursive,
+            policies,
+            config,
+            namespace,
+            offline,
+            output,
+            warnings_as_errors,
+            docker_config,
+            cache_dir,
+        } = self;
+        if namespace.is_empty() {
+            return Err(CheckArgsError::EmptyNamespace);
+        }
+        let settings = match config {
+            Some(file) => Settings::load(&file)?,
+            None => Settings::default(),
+        };
+        let docker_config = match docker_config {
+            Some(path) if path.is_dir() => LocalDockerConfig::IfPresent(path.join("config.json")),
+            Some(path) if path.exists() => LocalDockerConfig::File(path),
+            // A missing file named as such is a mistake; a missing directory is docker's "no config".
+            Some(path) if path.extension().is_some_and(|e| e == "json") => {
+                return Err(CheckArgsError::MissingDockerConfig(path));
+            }
+            Some(path) => LocalDockerConfig::IfPresent(path.join("config.json")),
+            None => match home {
+                Some(home) => {
+                    LocalDockerConfig::IfPresent(home.join(".docker").join("config.json"))
+                }
+                None => LocalDockerConfig::Off,
+            },
+        };
+        let registry = (!offline).then_some(RegistryAccess {
+            docker_config,
+            helper_path,
+            cache_dir,
+        });
+        Ok(CheckConfig {
+            inputs: filenames.into_iter().map(Input::from_arg).collect(),
+            recursive,
+            policies: policies.map_or(PolicySource::BuiltIn, PolicySource::Dir),
+            settings,
+            namespace,
+            registry,
+            output,
+            warnings_as_errors,
         })
     }
 }

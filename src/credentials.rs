@@ -200,6 +200,24 @@ impl DockerConfig {
         self.entries.iter().map(|e| e.key.as_str())
     }
 
+    /// Names `path` as where these credentials come from (their [`CredentialOrigin::Node`]), as
+    /// [`DockerConfig::from_file`] does; for configs assembled from a file's parts (`pullgate check`).
+    pub fn with_path(mut self, path: &Path) -> Self {
+        self.path = Some(path.to_owned());
+        self
+    }
+
+    /// Adds one entry after the existing ones, keyed like an `auths` key (e.g. the answer of a
+    /// docker credential helper for `https://index.docker.io/v1/` or `registry.example.com`).
+    pub fn push(&mut self, key: &str, username: String, password: String) {
+        self.entries.push(Entry {
+            key: key.to_owned(),
+            indexed: index_key(key),
+            username,
+            password,
+        });
+    }
+
     /// Matching `(username, password)` entries, most specific first, exactly as kubelet's
     /// credential keyring (`pkg/credentialprovider/keyring.go`, `BasicDockerKeyring.Add` and
     /// `Lookup`, `URLsMatch`, `ParseSchemelessURL`, `isDefaultRegistryMatch`) picks them:

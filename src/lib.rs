@@ -17,9 +17,12 @@
 //! ```
 //!
 //! Only `server`, `registry` and `credentials` touch the network.
+//!
+//! `check` drives the same engine (`admission::decide`) over manifest files, for CI.
 
 pub mod admission;
 pub mod cache;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;

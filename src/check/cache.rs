@@ -1,0 +1,398 @@
+//! `--cache-dir`: registry answers that stay true, kept on disk between runs so that repeated CI runs do
+//! not ask the registry again. An [`ImageResolver`] layer under the in-memory caches.
+//!
+//! - digest → platforms, keyed by (repository, manifest digest): content-addressed, kept for good.
+//! - a digest reference's existence, keyed by (repository@digest, credential): kept for
+//!   [`EXISTENCE_TTL`]; the credential part means a run with other (or rotated) credentials asks again.
+//! - tag → digest is never kept on disk: tags move, and a check must see where a tag points now (one
+//!   `HEAD` per tag per run). "Not found" and failures are never kept.
+//!
+//! No secret is written: the credential part of a key is PBKDF2-HMAC-SHA256 (100,000 rounds) of the
+//! username and password with a random salt made for the directory. Files are written to a temporary
+//! name and renamed, so concurrent runs sharing a directory never read half a file; an unreadable or
+//! foreign file is a miss.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+
+use crate::credentials::Credential;
+use crate::image::ImageRef;
+use crate::platform::Platform;
+use crate::registry::{ImageResolver, ManifestDigest, ResolveError};
+
+/// How long "this digest exists and this credential may pull it" is trusted.
+pub const EXISTENCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
+/// Layout version: a new layout gets a new directory.
+const LAYOUT: &str = "pullgate-cache-v1";
+const PBKDF2_ROUNDS: u32 = 100_000;
+
+/// Why the cache directory cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("cache directory {}: {source}", dir.display())]
+pub struct CacheDirError {
+    pub dir: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+/// An [`ImageResolver`] that answers from, and records to, a directory.
+pub struct DiskCache {
+    inner: Arc<dyn ImageResolver>,
+    root: PathBuf,
+    salt: Vec<u8>,
+    /// Credential fingerprint → derived key, so each credential is derived once per run.
+    derived: Mutex<HashMap<String, String>>,
+    written: AtomicUsize,
+    write_error: Mutex<Option<String>>,
+    temp_counter: AtomicUsize,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExistenceEntry {
+    image: String,
+    credential: String,
+    digest: String,
+    checked_at: u64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PlatformsEntry {
+    image: String,
+    digest: String,
+    platforms: Vec<String>,
+}
+
+impl DiskCache {
+    /// Open (creating when needed) the cache under `dir`.
+    pub fn open(dir: &Path, inner: Arc<dyn ImageResolver>) -> Result<Self, CacheDirError> {
+        let error = |source| CacheDirError {
+            dir: dir.to_owned(),
+            source,
+        };
+        let root = dir.join(LAYOUT);
+        for sub in ["digests", "platforms"] {
+            std::fs::create_dir_all(root.join(sub)).map_err(error)?;
+        }
+        let salt = salt(&root).map_err(error)?;
+        Ok(Self {
+            inner,
+            root,
+            salt,
+            derived: Mutex::new(HashMap::new()),
+            written: AtomicUsize::new(0),
+            write_error: Mutex::new(None),
+            temp_counter: AtomicUsize::new(0),
+        })
+    }
+
+    /// How many entries this run wrote, and the first write error, if any.
+    pub fn write_summary(&self) -> (usize, Option<String>) {
+        let error = match self.write_error.lock() {
+            Ok(e) => e.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        };
+        (self.written.load(Ordering::Relaxed), error)
+    }
+
+    fn credential_key(&self, credential: Option<&Credential>) -> String {
+        let Some(credential) = credential else {
+            return "anonymous".into();
+        };
+        let fingerprint = credential.fingerprint();
+        let mut derived = match self.derived.lock() {
+            Ok(d) => d,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        derived
+            .entry(fingerprint)
+            .or_insert_with(|| {
+                let mut secret = credential.username.as_bytes().to_vec();
+                secret.push(0);
+                secret.extend_from_slice(credential.password().as_bytes());
+                let mut out = [0u8; 16];
+                aws_lc_rs::pbkdf2::derive(
+                    aws_lc_rs::pbkdf2::PBKDF2_HMAC_SHA256,
+                    NonZeroU32::new(PBKDF2_ROUNDS).unwrap_or(NonZeroU32::MIN),
+                    &self.salt,
+                    &secret,
+                    &mut out,
+                );
+                hex(&out)
+            })
+            .clone()
+    }
+
+    fn path(&self, kind: &str, key: &str) -> PathBuf {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, key.as_bytes());
+        self.root
+            .join(kind)
+            .join(format!("{}.json", hex(digest.as_ref())))
+    }
+
+    fn read<T: for<'de> Deserialize<'de>>(&self, path: &Path) -> Option<T> {
+        let bytes = std::fs::read(path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    fn write<T: Serialize>(&self, path: &Path, entry: &T) {
+        let result = (|| -> std::io::Result<()> {
+            let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+            let dir = path.parent().unwrap_or(&self.root);
+            let n = self.temp_counter.fetch_add(1, Ordering::Relaxed);
+            let temp = dir.join(format!(".tmp-{}-{n}", std::process::id()));
+            std::fs::write(&temp, bytes)?;
+            std::fs::rename(&temp, path).inspect_err(|_| {
+                let _ = std::fs::remove_file(&temp);
+            })
+        })();
+        match result {
+            Ok(()) => {
+                self.written.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                let mut first = match self.write_error.lock() {
+                    Ok(f) => f,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                first.get_or_insert_with(|| format!("{}: {e}", path.display()));
+            }
+        }
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The directory's salt, made once (atomically: written aside, then linked into place).
+fn salt(root: &Path) -> std::io::Result<Vec<u8>> {
+    let path = root.join("salt");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if text.trim().len() == 32 {
+            return Ok(text.trim().as_bytes().to_vec());
+        }
+    }
+    let mut bytes = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut bytes).map_err(|_| std::io::Error::other("no randomness"))?;
+    let temp = root.join(format!(".salt-{}", std::process::id()));
+    std::fs::write(&temp, hex(&bytes))?;
+    let linked = std::fs::hard_link(&temp, &path);
+    let _ = std::fs::remove_file(&temp);
+    match linked {
+        Ok(()) => Ok(hex(&bytes).into_bytes()),
+        // Another run made it first (or a broken one is there): use what is there.
+        Err(_) => {
+            let text = std::fs::read_to_string(&path)?;
+            if text.trim().len() != 32 {
+                std::fs::write(&path, hex(&bytes))?;
+                return Ok(hex(&bytes).into_bytes());
+            }
+            Ok(text.trim().as_bytes().to_vec())
+        }
+    }
+}
+
+impl ImageResolver for DiskCache {
+    fn digest<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+    ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
+        Box::pin(async move {
+            let Some(pinned) = image.digest() else {
+                return self.inner.digest(image, credential).await;
+            };
+            let reference = format!("{}@{pinned}", image.name());
+            let credential_key = self.credential_key(credential);
+            let path = self.path("digests", &format!("{reference} {credential_key}"));
+            if let Some(entry) = self.read::<ExistenceEntry>(&path) {
+                let fresh = now().saturating_sub(entry.checked_at) < EXISTENCE_TTL.as_secs();
+                if fresh && entry.image == reference && entry.credential == credential_key {
+                    return Ok(ManifestDigest(entry.digest));
+                }
+            }
+            let digest = self.inner.digest(image, credential).await?;
+            self.write(
+                &path,
+                &ExistenceEntry {
+                    image: reference,
+                    credential: credential_key,
+                    digest: digest.0.clone(),
+                    checked_at: now(),
+                },
+            );
+            Ok(digest)
+        })
+    }
+
+    fn platforms<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        digest: &'a ManifestDigest,
+        credential: Option<&'a Credential>,
+    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
+        Box::pin(async move {
+            let name = image.name();
+            let path = self.path("platforms", &format!("{name}@{digest}"));
+            if let Some(entry) = self.read::<PlatformsEntry>(&path) {
+                let parsed: Option<Vec<Platform>> =
+                    entry.platforms.iter().map(|p| p.parse().ok()).collect();
+                if let (true, Some(platforms)) =
+                    (entry.image == name && entry.digest == digest.0, parsed)
+                {
+                    return Ok(platforms);
+                }
+            }
+            let platforms = self.inner.platforms(image, digest, credential).await?;
+            self.write(
+                &path,
+                &PlatformsEntry {
+                    image: name,
+                    digest: digest.0.clone(),
+                    platforms: platforms.iter().map(ToString::to_string).collect(),
+                },
+            );
+            Ok(platforms)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::CredentialOrigin;
+
+    /// Counts calls; answers a fixed digest and platforms.
+    #[derive(Default)]
+    struct Counting {
+        digests: AtomicUsize,
+        platforms: AtomicUsize,
+    }
+
+    impl ImageResolver for Counting {
+        fn digest<'a>(
+            &'a self,
+            _: &'a ImageRef,
+            _: Option<&'a Credential>,
+        ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
+            self.digests.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(ManifestDigest(format!("sha256:{}", "a".repeat(64)))) })
+        }
+
+        fn platforms<'a>(
+            &'a self,
+            _: &'a ImageRef,
+            _: &'a ManifestDigest,
+            _: Option<&'a Credential>,
+        ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
+            self.platforms.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Ok(vec!["linux/arm64".parse().expect("platform")]) })
+        }
+    }
+
+    fn credential(password: &str) -> Credential {
+        Credential::new(
+            "alice",
+            password,
+            CredentialOrigin::PodSecret { secret: "s".into() },
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_survive_a_new_process_and_tags_are_always_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counting = Arc::new(Counting::default());
+        let pinned: ImageRef = format!("r.io/app@sha256:{}", "a".repeat(64))
+            .parse()
+            .expect("image");
+        let tagged: ImageRef = "r.io/app:v1".parse().expect("image");
+        let digest = ManifestDigest(format!("sha256:{}", "a".repeat(64)));
+        for _run in 0..2 {
+            let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
+            let good = credential("s3cret");
+            cache.digest(&pinned, Some(&good)).await.expect("digest");
+            cache.digest(&tagged, None).await.expect("digest");
+            let platforms = cache
+                .platforms(&pinned, &digest, Some(&good))
+                .await
+                .expect("platforms");
+            assert_eq!(platforms[0].to_string(), "linux/arm64");
+        }
+        // The pinned digest and the platforms once; the tag on each run.
+        assert_eq!(counting.digests.load(Ordering::SeqCst), 3);
+        assert_eq!(counting.platforms.load(Ordering::SeqCst), 1);
+        // Another password is asked again.
+        let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
+        cache
+            .digest(&pinned, Some(&credential("other")))
+            .await
+            .expect("digest");
+        assert_eq!(counting.digests.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn no_secret_is_written() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cache = DiskCache::open(dir.path(), Arc::new(Counting::default())).expect("opens");
+        let pinned: ImageRef = format!("r.io/app@sha256:{}", "a".repeat(64))
+            .parse()
+            .expect("image");
+        cache
+            .digest(&pinned, Some(&credential("hunter2hunter2")))
+            .await
+            .expect("digest");
+        let mut stack = vec![dir.path().to_owned()];
+        let mut files = 0;
+        while let Some(path) = stack.pop() {
+            for entry in std::fs::read_dir(&path).expect("list").flatten() {
+                if entry.path().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    files += 1;
+                    let text = std::fs::read_to_string(entry.path()).expect("text");
+                    assert!(!text.contains("hunter2"), "{text}");
+                    assert!(
+                        !text.contains(&credential("hunter2hunter2").fingerprint()),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        assert_eq!(files, 2, "salt and one entry");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_entry_is_a_miss() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let counting = Arc::new(Counting::default());
+        let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
+        let image: ImageRef = "r.io/app:v1".parse().expect("image");
+        let digest = ManifestDigest(format!("sha256:{}", "a".repeat(64)));
+        cache
+            .platforms(&image, &digest, None)
+            .await
+            .expect("platforms");
+        let path = cache.path("platforms", &format!("{}@{digest}", image.name()));
+        std::fs::write(&path, b"{not json").expect("corrupt");
+        cache
+            .platforms(&image, &digest, None)
+            .await
+            .expect("platforms");
+        assert_eq!(counting.platforms.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,262 @@
+//! `pullgate check`: the webhook's rules over manifest files, for CI.
+//!
+//! ```text
+//! -f files, dirs, stdin -> input   (documents: YAML or JSON, with file, index and lines)
+//!                       -> objects (workloads of every pod-template kind; pull Secrets, ServiceAccounts;
+//!                                   List / <Kind>List opened; input errors)
+//!                       -> engine  (admission::decide, as serve: same policies, resolution, messages;
+//!                                   credentials from the input and the local docker config;
+//!                                   --cache-dir on disk; --offline: registry rules skipped)
+//!                       -> output  (text | json | junit | sarif | github) and the exit code
+//! ```
+//!
+//! Exit codes: 0 no deny findings; 1 deny findings (or warnings with `--warnings-as-errors`); 2 usage
+//! or input errors (a document that does not parse, a workload whose pod spec cannot be read, a file
+//! that cannot be read) — input errors win over findings, since the check is incomplete.
+
+mod cache;
+mod engine;
+mod input;
+mod objects;
+mod output;
+mod sources;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+use futures::StreamExt;
+
+pub use cache::{CacheDirError, DiskCache, EXISTENCE_TTL};
+pub use engine::{RegistryAccess, SetupError, registry_rules};
+pub use input::{Input, STDIN_NAME, scan_images};
+pub use objects::InputError;
+pub use output::{
+    ContainerReport, FileReport, Item, JSON_SCHEMA, ObjectReport, OutputFormat, Report, Summary,
+    summary_line,
+};
+pub use sources::{HELPER_TIMEOUT, LocalDockerConfig, ManifestCredentials, default_helper_path};
+
+use crate::config::Settings;
+use crate::policy::{LoadedPolicy, PolicyError, PolicySet, parse_file};
+use objects::{Entry, Manifests};
+
+/// The shipped `policies/default.yaml`, used when no `--policies` directory is given.
+pub const BUILT_IN_POLICY: &str = include_str!("../../policies/default.yaml");
+/// How many workloads are checked at once (each resolves its images in parallel).
+const CONCURRENCY: usize = 16;
+
+/// Where the policies come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// [`BUILT_IN_POLICY`].
+    BuiltIn,
+    /// Every policy file of a directory, as `serve --policies`.
+    Dir(PathBuf),
+}
+
+/// Everything `check` runs with, validated.
+#[derive(Debug, Clone)]
+pub struct CheckConfig {
+    pub inputs: Vec<Input>,
+    /// Read subdirectories of directories.
+    pub recursive: bool,
+    pub policies: PolicySource,
+    pub settings: Settings,
+    /// Namespace of objects that name none.
+    pub namespace: String,
+    /// How to reach registries; `None` is `--offline`.
+    pub registry: Option<RegistryAccess>,
+    pub output: OutputFormat,
+    pub warnings_as_errors: bool,
+}
+
+/// How `check` ended; the process exit code is its number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: no deny findings.
+    Passed = 0,
+    /// 1: deny findings (or warnings with `--warnings-as-errors`).
+    Denied = 1,
+    /// 2: usage or input errors.
+    Error = 2,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        std::process::ExitCode::from(exit as u8)
+    }
+}
+
+/// The streams `check` reads and writes: the report goes to `stdout`, errors and notices to `stderr`.
+pub struct Io<'a> {
+    pub stdin: &'a mut dyn Read,
+    pub stdout: &'a mut dyn Write,
+    pub stderr: &'a mut dyn Write,
+}
+
+/// Load the configured policies.
+pub fn load_policies(source: &PolicySource) -> Result<PolicySet, PolicyError> {
+    match source {
+        PolicySource::Dir(dir) => PolicySet::load(dir),
+        PolicySource::BuiltIn => {
+            let file = Path::new("<built-in policies/default.yaml>");
+            let loaded: Vec<LoadedPolicy> = parse_file(file, BUILT_IN_POLICY)?
+                .into_iter()
+                .map(|document| LoadedPolicy {
+                    file: file.to_owned(),
+                    document,
+                })
+                .collect();
+            Ok(PolicySet::from_loaded(&loaded))
+        }
+    }
+}
+
+/// Check every workload of the input and write the report; the exit code says how it went.
+pub async fn run(config: CheckConfig, io: Io<'_>) -> Exit {
+    let Io {
+        stdin,
+        stdout,
+        stderr,
+    } = io;
+    let mut say = |message: String| {
+        // Nothing more can be said if stderr itself is gone.
+        let _ = writeln!(stderr, "pullgate check: {message}");
+    };
+    let policies = match load_policies(&config.policies) {
+        Ok(policies) => policies,
+        Err(error) => {
+            say(format!("cannot load policies: {error}"));
+            return Exit::Error;
+        }
+    };
+    let sources = input::read_inputs(&config.inputs, config.recursive, stdin);
+    let manifests = Manifests::collect(sources, &config.namespace);
+    let workloads: Vec<&objects::WorkloadEntry> = manifests
+        .files
+        .iter()
+        .flat_map(|f| &f.entries)
+        .filter_map(|entry| match entry {
+            Entry::Workload(workload) => Some(&**workload),
+            Entry::Error(_) => None,
+        })
+        .collect();
+
+    let online = match &config.registry {
+        None => None,
+        Some(access) => {
+            let list: Vec<&crate::workload::Workload> =
+                workloads.iter().map(|w| &w.workload).collect();
+            let registries = engine::registries_to_ask(&list, &policies, &config.namespace);
+            match engine::online(&config.settings, access, &manifests, &registries).await {
+                Ok(online) => Some(online),
+                Err(error) => {
+                    say(error.to_string());
+                    return Exit::Error;
+                }
+            }
+        }
+    };
+    if let Some(online) = &online {
+        for notice in &online.notices {
+            say(notice.clone());
+        }
+    }
+    let resolver = online.as_ref().map(|o| &o.resolver);
+    let checked: Vec<engine::Checked> = futures::stream::iter(&workloads)
+        .map(|entry| {
+            engine::check(
+                entry.workload.clone(),
+                &config.namespace,
+                &policies,
+                resolver,
+            )
+        })
+        .buffered(CONCURRENCY)
+        .collect()
+        .await;
+
+    let report = build_report(&manifests, checked, config.registry.is_none());
+    if let Some(disk) = online.as_ref().and_then(|o| o.disk.as_ref()) {
+        if let (_, Some(error)) = disk.write_summary() {
+            say(format!(
+                "cache directory: some answers could not be saved ({error})"
+            ));
+        }
+    }
+    if let Err(error) = report
+        .render(config.output, stdout)
+        .and_then(|()| stdout.flush())
+    {
+        say(format!("cannot write the report: {error}"));
+        return Exit::Error;
+    }
+    let summary = report.summary();
+    if summary.errors > 0 {
+        Exit::Error
+    } else if summary.denied > 0 || (config.warnings_as_errors && summary.warnings > 0) {
+        Exit::Denied
+    } else {
+        Exit::Passed
+    }
+}
+
+/// Put each workload's verdict next to its containers, in input order.
+fn build_report(manifests: &Manifests, checked: Vec<engine::Checked>, offline: bool) -> Report {
+    let mut checked = checked.into_iter();
+    let files = manifests
+        .files
+        .iter()
+        .map(|file| FileReport {
+            name: file.name.clone(),
+            items: file
+                .entries
+                .iter()
+                .filter_map(|entry| match entry {
+                    Entry::Error(error) => Some(Item::Error(error.clone())),
+                    Entry::Workload(entry) => {
+                        let result = checked.next()?;
+                        Some(Item::Object(object_report(entry, result)))
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    Report { files, offline }
+}
+
+fn object_report(entry: &objects::WorkloadEntry, checked: engine::Checked) -> ObjectReport {
+    let engine::Checked {
+        namespace,
+        verdict,
+        skipped,
+    } = checked;
+    let containers = entry
+        .workload
+        .containers()
+        .into_iter()
+        .zip(&entry.image_lines)
+        .zip(skipped)
+        .map(|((container, line), skipped)| ContainerReport {
+            findings: verdict
+                .findings
+                .iter()
+                .filter(|f| f.image_path == container.image_path)
+                .cloned()
+                .collect(),
+            name: container.name,
+            image: container.image,
+            image_path: container.image_path,
+            line: *line,
+            skipped,
+        })
+        .collect();
+    ObjectReport {
+        document: entry.document,
+        line: entry.line,
+        kind: entry.workload.kind,
+        namespace,
+        name: entry.workload.name.clone(),
+        containers,
+    }
+}

@@ -1,0 +1,208 @@
+//! The real `pullgate check` binary: exit codes (0, 1, 2 and clap's usage errors), standard input as
+//! `-`, environment variables, and 10,000 generated manifests with `--offline`. Nothing here reaches a
+//! registry: every run is `--offline`.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const LATEST: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  template:\n    spec:\n      containers:\n      - name: web\n        image: nginx:latest\n";
+const PINNED: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: app, image: \"nginx:1.27\"}\n";
+const NEVER: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers:\n  - {name: app, image: \"nginx:1.27\", imagePullPolicy: Never}\n";
+
+/// `pullgate check ARGS` with `stdin`, in an environment with no pullgate or docker settings.
+fn pullgate(args: &[&str], stdin: &str, envs: &[(&str, &str)]) -> Output {
+    let home = tempfile::tempdir().expect("home");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pullgate"));
+    command
+        .arg("check")
+        .args(args)
+        .env("HOME", home.path())
+        .env_remove("DOCKER_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PULLGATE_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(envs.iter().copied());
+    let mut child = command.spawn().expect("pullgate runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("pullgate exits")
+}
+
+fn code(output: &Output) -> i32 {
+    output.status.code().expect("exit code")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn stdin_is_read_with_a_dash_and_deny_findings_exit_1() {
+    let output = pullgate(&["-f", "-", "--offline"], LATEST, &[]);
+    let stdout = text(&output.stdout);
+    assert_eq!(code(&output), 1, "{stdout}{}", text(&output.stderr));
+    assert!(
+        stdout.contains("<stdin>:9: deny container \"web\" (image nginx:latest): [tag-not-latest]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.ends_with(
+            "1 objects, 1 images: 1 denied, 0 warnings, 6 registry checks skipped (--offline)\n"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn clean_input_exits_0_and_warnings_only_with_the_flag() {
+    assert_eq!(code(&pullgate(&["-f", "-", "--offline"], PINNED, &[])), 0);
+    // DOCKER_CONFIG naming a directory that does not exist is docker's "no config", not an error.
+    let no_dir = pullgate(
+        &["-f", "-", "--offline"],
+        PINNED,
+        &[("DOCKER_CONFIG", "/no/such/dir")],
+    );
+    assert_eq!(code(&no_dir), 0, "{}", text(&no_dir.stderr));
+    assert_eq!(code(&pullgate(&["-f", "-", "--offline"], NEVER, &[])), 0);
+    assert_eq!(
+        code(&pullgate(
+            &["-f", "-", "--offline", "--warnings-as-errors"],
+            NEVER,
+            &[]
+        )),
+        1
+    );
+    // Flags also come from the environment (booleans as true/false, 1/0, yes/no, on/off).
+    let by_env = pullgate(
+        &["-f", "-"],
+        NEVER,
+        &[
+            ("PULLGATE_OFFLINE", "1"),
+            ("PULLGATE_WARNINGS_AS_ERRORS", "true"),
+            ("PULLGATE_OUTPUT", "json"),
+        ],
+    );
+    assert_eq!(code(&by_env), 1, "{}", text(&by_env.stderr));
+    let report: Value = serde_json::from_slice(&by_env.stdout).expect("JSON");
+    assert_eq!(report["summary"]["warnings"], 1);
+}
+
+#[test]
+fn input_and_usage_errors_exit_2() {
+    let broken = pullgate(&["-f", "-", "--offline"], "a: [1,\n", &[]);
+    assert_eq!(code(&broken), 2);
+    assert!(
+        text(&broken.stdout).contains("<stdin>:1: error: document 1: not valid YAML"),
+        "{}",
+        text(&broken.stdout)
+    );
+    for args in [
+        vec![],
+        vec!["-f", "-", "--output", "yaml"],
+        vec![
+            "-f",
+            "-",
+            "--offline",
+            "--docker-config",
+            "/no/such/docker/config.json",
+        ],
+        vec!["-f", "-", "--offline", "--namespace", ""],
+        vec!["-f", "-", "--offline", "--policies", "/no/such/policies"],
+        vec!["-f", "-", "--offline", "--config", "/no/such/config.yaml"],
+    ] {
+        let output = pullgate(&args, PINNED, &[]);
+        assert_eq!(code(&output), 2, "{args:?}: {}", text(&output.stderr));
+        assert!(!output.stderr.is_empty(), "{args:?} says why");
+    }
+}
+
+#[test]
+fn policies_and_namespace_flags_scope_the_rules() {
+    let dir = tempfile::tempdir().expect("policies");
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec:\n  include: {namespaces: [prod]}\n  rules:\n    digest-pinned: {action: deny}\n",
+    )
+    .expect("write policy");
+    let policies = dir.path().to_str().expect("path");
+    let elsewhere = pullgate(
+        &["-f", "-", "--offline", "--policies", policies],
+        PINNED,
+        &[],
+    );
+    assert_eq!(code(&elsewhere), 0, "{}", text(&elsewhere.stdout));
+    let prod = pullgate(
+        &["-f", "-", "--offline", "--policies", policies, "-n", "prod"],
+        PINNED,
+        &[],
+    );
+    assert_eq!(code(&prod), 1, "{}", text(&prod.stdout));
+    assert!(
+        text(&prod.stdout).contains("[digest-pinned]"),
+        "{}",
+        text(&prod.stdout)
+    );
+}
+
+/// Writes `count` Deployments (two containers each) as one file per manifest.
+fn generate(dir: &Path, count: usize) {
+    for i in 0..count {
+        let manifest = format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: app-{i}\n  namespace: team-{}\n  labels: {{app: app-{i}}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: app-{i}}}}}\n  template:\n    metadata: {{labels: {{app: app-{i}}}}}\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/team/app-{}:1.{i}\n          ports: [{{containerPort: 8080}}]\n        - name: proxy\n          image: {}\n",
+            i % 50,
+            i % 100,
+            if i % 10 == 0 {
+                "envoyproxy/envoy:latest"
+            } else {
+                "envoyproxy/envoy:v1.31.0"
+            }
+        );
+        std::fs::write(dir.join(format!("app-{i:05}.yaml")), manifest).expect("write manifest");
+    }
+}
+
+/// 10,000 manifests with `--offline`: all read, all checked, in bounded time (the release-build time is
+/// measured separately; this debug build only has to finish).
+#[test]
+fn ten_thousand_manifests_offline() {
+    let dir = tempfile::tempdir().expect("manifests");
+    generate(dir.path(), 10_000);
+    let started = Instant::now();
+    let output = pullgate(
+        &[
+            "-f",
+            dir.path().to_str().expect("path"),
+            "--offline",
+            "--output",
+            "json",
+        ],
+        "",
+        &[],
+    );
+    let elapsed = started.elapsed();
+    eprintln!("pullgate check --offline on 10,000 manifests: {elapsed:?}");
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    let report: Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(report["summary"]["files"], 10_000);
+    assert_eq!(report["summary"]["objects"], 10_000);
+    assert_eq!(report["summary"]["images"], 20_000);
+    assert_eq!(
+        report["summary"]["denied"], 1_000,
+        "every tenth uses envoy:latest"
+    );
+    assert_eq!(report["summary"]["errors"], 0);
+    assert!(elapsed < Duration::from_secs(120), "{elapsed:?}");
+}
