@@ -279,47 +279,16 @@ impl Resolver {
         kube: Option<kube::Client>,
         metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> Result<Self, SetupError> {
-        use crate::cache::{CacheSettings, CachedResolver};
-        use crate::credentials::KubeCredentialSource;
-        use crate::registry::hosts::RegistryHosts;
-        use crate::registry::oci::{OciResolver, Timeouts};
-
-        let r = &settings.resolution;
-        let hosts = RegistryHosts::load(
-            &settings.registries,
-            settings.containerd_hosts_dir.as_deref(),
-        )?;
-        let oci = OciResolver::new(
-            Arc::new(hosts),
-            Timeouts {
-                connect: r.connect_timeout(),
-                read: r.read_timeout(),
-            },
-        )
-        .with_metrics(metrics.clone());
-        let cached = CachedResolver::new(
-            Arc::new(oci),
-            CacheSettings {
-                tag_ttl: Duration::from_secs(r.tag_ttl_seconds),
-                not_found_ttl: Duration::from_secs(r.not_found_ttl_seconds),
-                max_entries: r.cache_entries,
-                ..CacheSettings::default()
-            },
-        )
-        .with_metrics(metrics);
+        let oci = Arc::new(registry_resolver(settings, metrics.clone())?);
+        let cached = cached(settings, oci, metrics);
         let node_credentials = match &settings.node_credentials {
-            Some(file) => Some(Arc::new(DockerConfig::from_file(file).map_err(|e| {
-                SetupError::NodeCredentials {
-                    file: file.clone(),
-                    reason: e.to_string(),
-                }
-            })?)),
+            Some(file) => Some(Arc::new(node_credentials(file)?)),
             None => None,
         };
         let credentials = kube.map(|client| {
-            Arc::new(KubeCredentialSource::new(
+            Arc::new(crate::credentials::KubeCredentialSource::new(
                 client,
-                Duration::from_secs(r.kubernetes_ttl_seconds),
+                Duration::from_secs(settings.resolution.kubernetes_ttl_seconds),
             )) as Arc<dyn CredentialSource>
         });
         Ok(Self::new(
@@ -327,12 +296,69 @@ impl Resolver {
             credentials,
             node_credentials,
             settings.node_platforms.clone(),
-            ResolveSettings {
-                budget: r.budget(),
-                per_image: r.per_image_timeout(),
-                per_registry: r.per_registry_concurrency,
-            },
+            ResolveSettings::from(&settings.resolution),
         ))
+    }
+}
+
+/// The registry-facing resolver for these settings: endpoints (CAs validated now), timeouts, metrics.
+/// Shared by `serve` and `check`.
+pub fn registry_resolver(
+    settings: &crate::config::Settings,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+) -> Result<crate::registry::oci::OciResolver, SetupError> {
+    use crate::registry::hosts::RegistryHosts;
+    use crate::registry::oci::{OciResolver, Timeouts};
+    let r = &settings.resolution;
+    let hosts = RegistryHosts::load(
+        &settings.registries,
+        settings.containerd_hosts_dir.as_deref(),
+    )?;
+    Ok(OciResolver::new(
+        Arc::new(hosts),
+        Timeouts {
+            connect: r.connect_timeout(),
+            read: r.read_timeout(),
+        },
+    )
+    .with_metrics(metrics))
+}
+
+/// The in-memory caches in front of `inner`, with the settings' lifetimes.
+pub fn cached(
+    settings: &crate::config::Settings,
+    inner: Arc<dyn ImageResolver>,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+) -> crate::cache::CachedResolver {
+    use crate::cache::{CacheSettings, CachedResolver};
+    let r = &settings.resolution;
+    CachedResolver::new(
+        inner,
+        CacheSettings {
+            tag_ttl: Duration::from_secs(r.tag_ttl_seconds),
+            not_found_ttl: Duration::from_secs(r.not_found_ttl_seconds),
+            max_entries: r.cache_entries,
+            ..CacheSettings::default()
+        },
+    )
+    .with_metrics(metrics)
+}
+
+/// Node-level credentials from a docker config file.
+pub fn node_credentials(file: &std::path::Path) -> Result<DockerConfig, SetupError> {
+    DockerConfig::from_file(file).map_err(|e| SetupError::NodeCredentials {
+        file: file.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
+impl From<&crate::config::ResolutionSettings> for ResolveSettings {
+    fn from(r: &crate::config::ResolutionSettings) -> Self {
+        Self {
+            budget: r.budget(),
+            per_image: r.per_image_timeout(),
+            per_registry: r.per_registry_concurrency,
+        }
     }
 }
 

@@ -10,15 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::{Subject, decide};
-use crate::cache::{CacheSettings, CachedResolver};
 use crate::config::Settings;
-use crate::credentials::{CredentialSource, DockerConfig};
+use crate::credentials::CredentialSource;
 use crate::platform::{PlatformMatch, PodPlatforms};
 use crate::policy::{self, Facts, ImageStatus, PolicySet, Resolved, RuleId, Verdict};
-use crate::registry::hosts::{HostsError, RegistryHosts};
-use crate::registry::oci::{OciResolver, Timeouts};
 use crate::registry::{ImageResolver, Missing, ResolveError};
-use crate::resolve::{ResolveSettings, Resolver};
+use crate::resolve::{ResolveSettings, Resolver, cached, node_credentials, registry_resolver};
+use crate::telemetry::metrics::Metrics;
 use crate::workload::Workload;
 
 use super::cache::{CacheDirError, DiskCache};
@@ -39,12 +37,9 @@ pub struct RegistryAccess {
 /// Why registry resolution could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    /// Registry settings or containerd hosts files are invalid.
+    /// Registry settings, containerd hosts files or `nodeCredentials` are invalid (as for `serve`).
     #[error(transparent)]
-    Hosts(#[from] HostsError),
-    /// The settings' `nodeCredentials` file is unreadable or malformed.
-    #[error("nodeCredentials {}: {reason}", file.display())]
-    NodeCredentials { file: PathBuf, reason: String },
+    Settings(#[from] crate::resolve::SetupError),
     /// The local docker config is unreadable or malformed.
     #[error(transparent)]
     DockerConfig(#[from] LocalConfigError),
@@ -70,18 +65,8 @@ pub async fn online(
     manifests: &Manifests,
     registries: &BTreeSet<String>,
 ) -> Result<Online, SetupError> {
-    let r = &settings.resolution;
-    let hosts = RegistryHosts::load(
-        &settings.registries,
-        settings.containerd_hosts_dir.as_deref(),
-    )?;
-    let oci: Arc<dyn ImageResolver> = Arc::new(OciResolver::new(
-        Arc::new(hosts),
-        Timeouts {
-            connect: r.connect_timeout(),
-            read: r.read_timeout(),
-        },
-    ));
+    let metrics = Arc::new(Metrics::new());
+    let oci: Arc<dyn ImageResolver> = Arc::new(registry_resolver(settings, metrics.clone())?);
     let disk = match &access.cache_dir {
         Some(dir) => Some(Arc::new(DiskCache::open(dir, oci.clone())?)),
         None => None,
@@ -90,15 +75,7 @@ pub async fn online(
         Some(disk) => disk.clone() as Arc<dyn ImageResolver>,
         None => oci,
     };
-    let cached = CachedResolver::new(
-        below_memory,
-        CacheSettings {
-            tag_ttl: Duration::from_secs(r.tag_ttl_seconds),
-            not_found_ttl: Duration::from_secs(r.not_found_ttl_seconds),
-            max_entries: r.cache_entries,
-            ..CacheSettings::default()
-        },
-    );
+    let cached = cached(settings, below_memory, metrics);
     let local = local_credentials(
         &access.docker_config,
         access.helper_path.as_deref(),
@@ -116,14 +93,7 @@ pub async fn online(
             Some(local)
         }
         (Some(local), None) => Some(local),
-        (None, Some(file)) => {
-            Some(
-                DockerConfig::from_file(file).map_err(|e| SetupError::NodeCredentials {
-                    file: file.clone(),
-                    reason: e.to_string(),
-                })?,
-            )
-        }
+        (None, Some(file)) => Some(node_credentials(file)?),
         (None, None) => None,
     };
     let credentials: Arc<dyn CredentialSource> = Arc::new(ManifestCredentials::new(
@@ -135,11 +105,7 @@ pub async fn online(
         Some(credentials),
         node_credentials.map(Arc::new),
         settings.node_platforms.clone(),
-        ResolveSettings {
-            budget: r.budget(),
-            per_image: r.per_image_timeout(),
-            per_registry: r.per_registry_concurrency,
-        },
+        ResolveSettings::from(&settings.resolution),
     );
     Ok(Online {
         resolver,
