@@ -724,6 +724,7 @@ pub struct KubeCredentialSource {
     service_accounts: Lookups<ServiceAccount>,
     ttl: Duration,
     timeout: Duration,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
 }
 
 impl KubeCredentialSource {
@@ -753,7 +754,17 @@ impl KubeCredentialSource {
             service_accounts: cache(ttl),
             ttl,
             timeout: Self::DEFAULT_TIMEOUT,
+            metrics: std::sync::Arc::default(),
         }
+    }
+
+    /// Counts API reads (actual requests, not cache hits) in `metrics`.
+    pub fn with_metrics(
+        mut self,
+        metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Sets the deadline of each `get` (default [`Self::DEFAULT_TIMEOUT`]).
@@ -779,12 +790,30 @@ impl KubeCredentialSource {
     {
         let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), namespace);
         let timeout = self.timeout;
+        let metrics = &self.metrics;
         let load = async move {
             tracing::debug!(kind = %K::kind(&()), namespace, name, "reading from the Kubernetes API");
-            match tokio::time::timeout(timeout, api.get_opt(name)).await {
+            let answer = match tokio::time::timeout(timeout, api.get_opt(name)).await {
                 Ok(answer) => answer.map_err(ApiError::from),
                 Err(_) => Err(ApiError::Timeout { after: timeout }),
-            }
+            };
+            let outcome = match &answer {
+                Ok(Some(_)) => "found",
+                Ok(None) => "not_found",
+                Err(ApiError::Forbidden { .. }) => "forbidden",
+                Err(ApiError::Timeout { .. }) => "timeout",
+                Err(_) => "error",
+            };
+            let resource = if K::kind(&()) == "Secret" {
+                "secrets"
+            } else {
+                "serviceaccounts"
+            };
+            metrics
+                .kube_lookups
+                .get_or_create(&crate::telemetry::metrics::KubeLabels { resource, outcome })
+                .inc();
+            answer
         };
         cache
             .try_get_with((namespace.to_owned(), name.to_owned()), load)

@@ -280,16 +280,19 @@ impl Resolver {
         metrics: Arc<crate::telemetry::metrics::Metrics>,
     ) -> Result<Self, SetupError> {
         let oci = Arc::new(registry_resolver(settings, metrics.clone())?);
-        let cached = cached(settings, oci, metrics);
+        let cached = cached(settings, oci, metrics.clone());
         let node_credentials = match &settings.node_credentials {
             Some(file) => Some(Arc::new(node_credentials(file)?)),
             None => None,
         };
         let credentials = kube.map(|client| {
-            Arc::new(crate::credentials::KubeCredentialSource::new(
-                client,
-                Duration::from_secs(settings.resolution.kubernetes_ttl_seconds),
-            )) as Arc<dyn CredentialSource>
+            Arc::new(
+                crate::credentials::KubeCredentialSource::new(
+                    client,
+                    Duration::from_secs(settings.resolution.kubernetes_ttl_seconds),
+                )
+                .with_metrics(metrics.clone()),
+            ) as Arc<dyn CredentialSource>
         });
         Ok(Self::new(
             Arc::new(cached),

@@ -10,7 +10,8 @@ use support::kube::{FakeKube, dockerconfigjson_secret, service_account, typed_se
 use support::registry::{self, Auth, ImageKind, Platform, RegistryOptions, TestRegistry};
 use support::scripted;
 use support::webhook::{
-    admit, app, bounded, insecure, message, pod_review, settings_for, shipped_policies, warnings,
+    admit, app, app_with_metrics, bounded, insecure, message, pod_review, settings_for,
+    shipped_policies, warnings,
 };
 
 const NS: &str = "demo";
@@ -365,7 +366,7 @@ async fn secret_lookups_are_cached_across_admissions() {
             NS,
             dockerconfigjson_secret("regcred", &[(reg.host(), "alice", "s3cret")]),
         );
-        let app = app(
+        let (app, metrics) = app_with_metrics(
             &settings_for(&[&reg]),
             Some(kube.client().expect("client")),
             shipped_policies(),
@@ -374,6 +375,13 @@ async fn secret_lookups_are_cached_across_admissions() {
         let responses = futures::future::join_all((0..50).map(|_| admit(&app, &review))).await;
         assert!(responses.iter().all(|r| r["allowed"] == true));
         assert_eq!(kube.requests(&support::kube::secret_path(NS, "regcred")), 1);
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"pullgate_kubernetes_lookups_total{resource="secrets",outcome="found"} 1"#
+            ),
+            "{text}"
+        );
     })
     .await;
 }
