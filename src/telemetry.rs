@@ -57,7 +57,7 @@ pub fn note_registry_call() {
 }
 
 /// Prometheus metrics, passed explicitly to whoever records them (no globals). Label values come from
-/// small fixed sets; registry hosts are capped at [`MAX_REGISTRY_LABELS`] distinct values, then `other`.
+/// small fixed sets; registry hosts are capped at `MAX_REGISTRY_LABELS` distinct values, then `other`.
 pub mod metrics {
     use std::collections::HashSet;
     use std::sync::Mutex;
@@ -223,7 +223,7 @@ pub mod metrics {
             }
         }
 
-        /// The registry label for a host: itself while fewer than [`MAX_REGISTRY_LABELS`] are known.
+        /// The registry label for a host: itself while fewer than `MAX_REGISTRY_LABELS` are known.
         pub fn registry_label(&self, host: &str) -> String {
             let mut seen = match self.seen_registries.lock() {
                 Ok(seen) => seen,

@@ -1,0 +1,451 @@
+//! Docker configs as kubelet reads them: the `.dockerconfigjson` and legacy `.dockercfg` data of
+//! pull secrets and a node's `config.json` ([`DockerConfig`]), and kubelet's credential keyring
+//! matching of their keys to an image. Parse errors describe positions and shapes, never contents.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use serde_json::{Map, Value};
+
+use super::{DOCKER_CONFIG_JSON, DOCKERCFG, SecretProblemKind};
+use crate::image::ImageRef;
+
+/// The keyring key kubelet falls back to for Docker Hub images when nothing else matched.
+const DEFAULT_REGISTRY_KEY: &str = "index.docker.io";
+
+/// One usable entry of a docker config.
+#[derive(Clone)]
+pub(super) struct Entry {
+    /// The key as written, e.g. `https://index.docker.io/v1/`.
+    pub(super) key: String,
+    /// The key as kubelet indexes it (scheme, `/v1/`, `/v2/` and a bare `/` removed), or `None`
+    /// when kubelet would ignore the entry because the key is not a URL.
+    indexed: Option<String>,
+    pub(super) username: String,
+    pub(super) password: String,
+}
+
+/// A parsed docker config: `.dockerconfigjson` (`{"auths": {KEY: {...}}}`), legacy `.dockercfg`
+/// (`{KEY: {...}}`) or a node's `config.json`. `Debug` shows keys and usernames only.
+#[derive(Clone, Default)]
+pub struct DockerConfig {
+    pub(super) entries: Vec<Entry>,
+    path: Option<PathBuf>,
+}
+
+/// Which layout a docker config has.
+#[derive(Clone, Copy)]
+enum Layout {
+    /// `{"auths": {KEY: ENTRY}}`
+    Auths,
+    /// `{KEY: ENTRY}`
+    Legacy,
+}
+
+impl DockerConfig {
+    /// Parses the `.dockerconfigjson` data of a `kubernetes.io/dockerconfigjson` secret.
+    pub fn from_dockerconfigjson(bytes: &[u8]) -> Result<Self, SecretProblemKind> {
+        Self::parse(bytes, DOCKER_CONFIG_JSON.1, Layout::Auths)
+    }
+
+    /// Parses the `.dockercfg` data of a legacy `kubernetes.io/dockercfg` secret.
+    pub fn from_dockercfg(bytes: &[u8]) -> Result<Self, SecretProblemKind> {
+        Self::parse(bytes, DOCKERCFG.1, Layout::Legacy)
+    }
+
+    /// Reads a node-level docker config: a file named `.dockercfg` has the legacy layout, any other
+    /// (usually `config.json`) the `{"auths": ...}` layout. The path becomes the credentials' origin.
+    pub fn from_file(path: &Path) -> Result<Self, NodeConfigError> {
+        let bytes = std::fs::read(path).map_err(|source| NodeConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+        let name = name.as_deref().unwrap_or("config.json");
+        let layout = if name == ".dockercfg" {
+            Layout::Legacy
+        } else {
+            Layout::Auths
+        };
+        let mut config =
+            Self::parse(&bytes, name, layout).map_err(|kind| NodeConfigError::Invalid {
+                path: path.to_owned(),
+                kind,
+            })?;
+        config.path = Some(path.to_owned());
+        Ok(config)
+    }
+
+    /// The file this config was read from ([`DockerConfig::from_file`]).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The keys as written, in the order they were read.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.entries.iter().map(|e| e.key.as_str())
+    }
+
+    /// Names `path` as where these credentials come from (their [`CredentialOrigin::Node`]), as
+    /// [`DockerConfig::from_file`] does; for configs assembled from a file's parts (`pullgate check`).
+    ///
+    /// [`CredentialOrigin::Node`]: super::CredentialOrigin::Node
+    pub fn with_path(mut self, path: &Path) -> Self {
+        self.path = Some(path.to_owned());
+        self
+    }
+
+    /// Adds one entry after the existing ones, keyed like an `auths` key (e.g. the answer of a
+    /// docker credential helper for `https://index.docker.io/v1/` or `registry.example.com`).
+    pub fn push(&mut self, key: &str, username: String, password: String) {
+        self.entries.push(Entry {
+            key: key.to_owned(),
+            indexed: index_key(key),
+            username,
+            password,
+        });
+    }
+
+    /// Matching `(username, password)` entries, most specific first, exactly as kubelet's
+    /// credential keyring (`pkg/credentialprovider/keyring.go`, `BasicDockerKeyring.Add` and
+    /// `Lookup`, `URLsMatch`, `ParseSchemelessURL`, `isDefaultRegistryMatch`) picks them:
+    ///
+    /// - a key loses `http://`/`https://`, a leading `/v1/` or `/v2/` path and a bare `/`, so
+    ///   `https://index.docker.io/v1/` is `index.docker.io`;
+    /// - the target is `registry/repository` (`docker.io/library/nginx`, as kubelet's
+    ///   `ParseImageName`); a key matches when its port equals the target's (both may be empty),
+    ///   its host has as many `.`-labels as the target's, each label glob-matches
+    ///   (`filepath.Match`: `*` never spans a `.`, so `*.example.com` matches one label), and its
+    ///   path is a string prefix of the repository path;
+    /// - keys are tried in reverse byte order, so `reg.io/team` comes before `reg.io` and
+    ///   literal labels before `*`;
+    /// - only when nothing matched and the image is on Docker Hub are the `index.docker.io`
+    ///   entries used: that is how `https://index.docker.io/v1/` serves `docker.io` images. (kubelet
+    ///   also hands them to registries without `.` or `:` such as `localhost`; pullgate does not send
+    ///   Docker Hub credentials anywhere but Docker Hub.)
+    pub fn matching(&self, image: &ImageRef) -> Vec<(String, String)> {
+        keyring_lookup(self.indexed_entries(), &image.name())
+            .into_iter()
+            .map(|e| (e.username.clone(), e.password.clone()))
+            .collect()
+    }
+
+    pub(super) fn indexed_entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries
+            .iter()
+            .filter_map(|e| Some((e.indexed.as_deref()?, e)))
+    }
+
+    /// `source` names the data in messages (`.dockerconfigjson`, `config.json`). Errors describe
+    /// shapes and positions only; a JSON syntax error from serde_json never quotes the input.
+    fn parse(bytes: &[u8], source: &str, layout: Layout) -> Result<Self, SecretProblemKind> {
+        let malformed = |what: String| SecretProblemKind::MalformedJson {
+            reason: format!("{source} {what}"),
+        };
+        let value: Value = serde_json::from_slice(bytes)
+            .map_err(|e| malformed(format!("is not valid JSON: {e}")))?;
+        let object = value
+            .as_object()
+            .ok_or_else(|| malformed("is not a JSON object".to_owned()))?;
+        let auths: &Map<String, Value> = match layout {
+            Layout::Auths => match object.get("auths") {
+                Some(Value::Object(auths)) => auths,
+                Some(_) => return Err(malformed("has an \"auths\" that is not an object".into())),
+                None => {
+                    return Err(malformed(
+                        "has no \"auths\" object (legacy .dockercfg content? use type kubernetes.io/dockercfg)"
+                            .into(),
+                    ));
+                }
+            },
+            Layout::Legacy if object.len() == 1 && object.contains_key("auths") => {
+                return Err(malformed(
+                    "has the config.json layout ({\"auths\": ...}): use type kubernetes.io/dockerconfigjson"
+                        .into(),
+                ));
+            }
+            Layout::Legacy => object,
+        };
+        let mut entries = Vec::with_capacity(auths.len());
+        for (key, value) in auths {
+            let fields = value
+                .as_object()
+                .ok_or_else(|| malformed(format!("entry {key:?} is not an object")))?;
+            let text = |field: &str| match fields.get(field) {
+                None | Some(Value::Null) => Ok(""),
+                Some(Value::String(s)) => Ok(s.as_str()),
+                Some(_) => Err(malformed(format!(
+                    "entry {key:?} field {field:?} is not a string"
+                ))),
+            };
+            let (auth, username, password) = (text("auth")?, text("username")?, text("password")?);
+            // As kubelet: a non-empty `auth` wins over `username`/`password`.
+            let (username, password) = if !auth.is_empty() {
+                decode_auth(auth).map_err(|why| SecretProblemKind::MalformedBase64 {
+                    reason: format!("{source} entry {key:?} field \"auth\" {why}"),
+                })?
+            } else if username.is_empty() && password.is_empty() {
+                continue; // no credentials at all (e.g. only an identitytoken): nothing to try
+            } else {
+                (username.to_owned(), password.to_owned())
+            };
+            entries.push(Entry {
+                key: key.clone(),
+                indexed: index_key(key),
+                username,
+                password,
+            });
+        }
+        Ok(Self {
+            entries,
+            path: None,
+        })
+    }
+}
+
+impl fmt::Debug for DockerConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let entries: Vec<(&str, &str)> = self
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.username.as_str()))
+            .collect();
+        f.debug_struct("DockerConfig")
+            .field("path", &self.path)
+            .field("entries (key, username)", &entries)
+            .finish()
+    }
+}
+
+/// kubelet's `decodeDockerConfigFieldAuth`: padded standard base64 when the value ends in `=`,
+/// unpadded otherwise; the text splits at the first `:`. The error never quotes the value.
+fn decode_auth(auth: &str) -> Result<(String, String), String> {
+    let engine = if auth.trim().ends_with('=') {
+        &STANDARD
+    } else {
+        &STANDARD_NO_PAD
+    };
+    let decoded = engine.decode(auth).map_err(|e| {
+        let what = match e {
+            base64::DecodeError::InvalidByte(offset, _) => {
+                format!("invalid character at offset {offset}")
+            }
+            base64::DecodeError::InvalidLength(_) => "invalid length".into(),
+            base64::DecodeError::InvalidLastSymbol(..) => "invalid last character".into(),
+            base64::DecodeError::InvalidPadding => "invalid padding".into(),
+        };
+        format!("is not valid base64: {what}")
+    })?;
+    let text =
+        String::from_utf8(decoded).map_err(|_| "does not decode to UTF-8 text".to_owned())?;
+    let (username, password) = text
+        .split_once(':')
+        .ok_or_else(|| "does not decode to \"username:password\"".to_owned())?;
+    Ok((username.to_owned(), password.to_owned()))
+}
+
+/// The host and path of a scheme-less URL, as Go's `url.Parse("https://" + s)` splits them, or
+/// `None` where Go reports an error (bad port, blank or control characters in the host).
+fn split_url(schemeless: &str) -> Option<(&str, &str)> {
+    let end = schemeless.find(['/', '?', '#']).unwrap_or(schemeless.len());
+    let (authority, rest) = schemeless.split_at(end);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let path = if rest.starts_with('/') {
+        &rest[..rest.find(['?', '#']).unwrap_or(rest.len())]
+    } else {
+        ""
+    };
+    let port = match host.rfind(']') {
+        Some(bracket) => host[bracket + 1..].strip_prefix(':'),
+        None => host.rsplit_once(':').map(|(_, port)| port),
+    };
+    let port_ok = port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()));
+    let host_ok = !host.chars().any(|c| c.is_whitespace() || c.is_control());
+    (port_ok && host_ok).then_some((host, path))
+}
+
+/// kubelet's `BasicDockerKeyring.Add` key: no scheme, `/v1/…`/`/v2/…` cut to `/…`, bare `/` dropped.
+fn index_key(location: &str) -> Option<String> {
+    let schemeless = ["https://", "http://"]
+        .iter()
+        .find_map(|scheme| location.strip_prefix(scheme))
+        .unwrap_or(location);
+    let (host, path) = split_url(schemeless)?;
+    let path = if path.starts_with("/v1/") || path.starts_with("/v2/") {
+        &path[3..]
+    } else {
+        path
+    };
+    Some(if path.is_empty() || path == "/" {
+        host.to_owned()
+    } else {
+        format!("{host}{path}")
+    })
+}
+
+/// Go's `net.SplitHostPort` as kubelet's `SplitURL` uses it: on error the whole host, no port;
+/// then the host split at `.`.
+fn split_host_port(host: &str) -> (Vec<&str>, &str) {
+    let split = match host.strip_prefix('[') {
+        Some(inner) => inner
+            .split_once(']')
+            .and_then(|(address, rest)| Some((address, rest.strip_prefix(':')?))),
+        None => host.split_once(':').filter(|(_, port)| !port.contains(':')),
+    };
+    let (name, port) = split.unwrap_or((host, ""));
+    (name.split('.').collect(), port)
+}
+
+/// kubelet's `URLsMatchStr(glob, target)`.
+fn urls_match(glob: &str, target: &str) -> bool {
+    let (Some((glob_host, glob_path)), Some((target_host, target_path))) =
+        (split_url(glob), split_url(target))
+    else {
+        return false;
+    };
+    let (glob_labels, glob_port) = split_host_port(glob_host);
+    let (target_labels, target_port) = split_host_port(target_host);
+    glob_port == target_port
+        && glob_labels.len() == target_labels.len()
+        && target_path.starts_with(glob_path)
+        && glob_labels
+            .iter()
+            .zip(&target_labels)
+            .all(|(g, t)| glob_match(g, t))
+}
+
+/// Go's `filepath.Match` for one host label (`*`, `?`, `[...]` classes, `\` escapes); a malformed
+/// pattern matches nothing, as kubelet ignores the error.
+pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
+    fn go(p: &[char], t: &[char]) -> Option<bool> {
+        let Some((&first, rest)) = p.split_first() else {
+            return Some(t.is_empty());
+        };
+        match first {
+            '*' => {
+                for skip in 0..=t.len() {
+                    if go(rest, &t[skip..])? {
+                        return Some(true);
+                    }
+                }
+                Some(false)
+            }
+            '?' => match t.split_first() {
+                Some((_, t_rest)) => go(rest, t_rest),
+                None => Some(false),
+            },
+            '[' => {
+                let (matched, rest) = class(rest, *t.first()?)?;
+                if matched {
+                    go(rest, &t[1..])
+                } else {
+                    Some(false)
+                }
+            }
+            '\\' => {
+                let (&literal, rest) = rest.split_first()?;
+                if t.first() == Some(&literal) {
+                    go(rest, &t[1..])
+                } else {
+                    Some(false)
+                }
+            }
+            c => {
+                if t.first() == Some(&c) {
+                    go(rest, &t[1..])
+                } else {
+                    Some(false)
+                }
+            }
+        }
+    }
+    /// A `[...]` class after its `[`: whether `c` is in it, and the pattern after `]`.
+    fn class(mut p: &[char], c: char) -> Option<(bool, &[char])> {
+        let negated = p.first() == Some(&'^');
+        if negated {
+            p = &p[1..];
+        }
+        let mut matched = false;
+        let mut ranges = 0;
+        loop {
+            if p.first() == Some(&']') && ranges > 0 {
+                return Some((matched != negated, &p[1..]));
+            }
+            let lo;
+            (lo, p) = escaped(p)?;
+            let mut hi = lo;
+            if p.first() == Some(&'-') {
+                (hi, p) = escaped(&p[1..])?;
+            }
+            matched |= lo <= c && c <= hi;
+            ranges += 1;
+        }
+    }
+    fn escaped(p: &[char]) -> Option<(char, &[char])> {
+        match p {
+            [] | ['-' | ']', ..] => None,
+            ['\\', c, rest @ ..] => Some((*c, rest)),
+            ['\\'] => None,
+            [c, rest @ ..] => Some((*c, rest)),
+        }
+    }
+    let pattern: Vec<char> = pattern.chars().collect();
+    let text: Vec<char> = text.chars().collect();
+    go(&pattern, &text) == Some(true)
+}
+
+/// kubelet's `isDefaultRegistryMatch` on the `registry/repository` target.
+///
+/// Unlike kubelet, a registry component without `.` or `:` (`localhost/app`) does not count: Docker Hub
+/// credentials go only to Docker Hub. Targets here are always normalised (`docker.io/...`).
+fn is_default_registry_match(target: &str) -> bool {
+    match target.split_once('/') {
+        _ if target.is_empty() || target.starts_with('/') => false,
+        None => false,
+        Some((first, _)) => first == "docker.io" || first == DEFAULT_REGISTRY_KEY,
+    }
+}
+
+/// kubelet's `BasicDockerKeyring.Lookup` over `(indexed key, item)` pairs added in order.
+pub(super) fn keyring_lookup<'a, T: Copy>(
+    entries: impl IntoIterator<Item = (&'a str, T)>,
+    target: &str,
+) -> Vec<T> {
+    let mut index: BTreeMap<&str, Vec<T>> = BTreeMap::new();
+    for (key, item) in entries {
+        index.entry(key).or_default().push(item);
+    }
+    let found: Vec<T> = index
+        .iter()
+        .rev()
+        .filter(|(key, _)| urls_match(key, target))
+        .flat_map(|(_, items)| items.iter().copied())
+        .collect();
+    if found.is_empty() && is_default_registry_match(target) {
+        return index.get(DEFAULT_REGISTRY_KEY).cloned().unwrap_or_default();
+    }
+    found
+}
+
+/// Why a node-level docker config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigError {
+    /// The file could not be read.
+    #[error("cannot read node credentials {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a docker config.
+    #[error("node credentials {} are unusable: {}", path.display(), kind.reason())]
+    Invalid {
+        path: PathBuf,
+        kind: SecretProblemKind,
+    },
+}

@@ -1,0 +1,230 @@
+//! Reading Secrets and ServiceAccounts from the Kubernetes API: [`KubeCredentialSource`] (a
+//! deadline per `get`, a short-lived lookup cache, read metrics) and [`ApiError`], why a read
+//! failed.
+
+use std::fmt;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use moka::future::Cache;
+use serde::de::DeserializeOwned;
+
+use super::CredentialSource;
+
+/// Why a Secret or ServiceAccount could not be read. Messages come from the API server or the
+/// transport (kube's errors are not `Clone`, and a cached failure is shared by every waiter).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// No connection to the API server (refused, DNS, TLS, transport).
+    #[error("Kubernetes API unreachable: {reason}")]
+    Unreachable { reason: String },
+    /// No answer within the lookup deadline.
+    #[error("Kubernetes API did not answer within {}ms", after.as_millis())]
+    Timeout { after: Duration },
+    /// RBAC (or authentication) refused the read: the webhook needs `get` on secrets and
+    /// serviceaccounts.
+    #[error(
+        "forbidden by the Kubernetes API (grant the webhook get on secrets and serviceaccounts): {message}"
+    )]
+    Forbidden { message: String },
+    /// Any other error status from the API server.
+    #[error("Kubernetes API answered {code}: {message}")]
+    Status { code: u16, message: String },
+    /// An answer that is not the expected object.
+    #[error("unreadable answer from the Kubernetes API: {reason}")]
+    InvalidResponse { reason: String },
+}
+
+impl From<kube::Error> for ApiError {
+    fn from(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) if matches!(status.code, 401 | 403) => Self::Forbidden {
+                message: status.message.clone(),
+            },
+            kube::Error::Api(status) => Self::Status {
+                code: status.code,
+                message: status.message.clone(),
+            },
+            kube::Error::SerdeError(e) => Self::InvalidResponse {
+                reason: e.to_string(),
+            },
+            other => Self::Unreachable {
+                reason: error_chain(&other),
+            },
+        }
+    }
+}
+
+/// An error and its sources, `: `-joined (kube's `Display` alone hides the cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+type Lookups<K> = Cache<(String, String), Option<K>>;
+
+/// [`CredentialSource`] over a kube client: each `get` has a deadline, answers (including "not
+/// found") are cached for a short TTL, concurrent lookups of one object share one request, and
+/// errors are not cached. `Debug` shows settings only, never cached secrets.
+#[derive(Clone)]
+pub struct KubeCredentialSource {
+    client: kube::Client,
+    secrets: Lookups<Secret>,
+    service_accounts: Lookups<ServiceAccount>,
+    ttl: Duration,
+    timeout: Duration,
+    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+}
+
+impl KubeCredentialSource {
+    /// How long an answer is reused: a rotated secret is seen within this time.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
+    /// Deadline of one `get`.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// Longest reuse of "not found": someone told to create a secret sees it on their next try.
+    pub const MAX_NOT_FOUND_TTL: Duration = Duration::from_secs(5);
+    /// Most objects of each kind kept.
+    const CAPACITY: u64 = 10_000;
+
+    /// Answers are reused for `ttl`, "not found" for at most [`Self::MAX_NOT_FOUND_TTL`].
+    pub fn new(client: kube::Client, ttl: Duration) -> Self {
+        fn cache<K: Clone + Send + Sync + 'static>(ttl: Duration) -> Lookups<K> {
+            Cache::builder()
+                .max_capacity(KubeCredentialSource::CAPACITY)
+                .expire_after(LookupExpiry {
+                    found: ttl,
+                    not_found: ttl.min(KubeCredentialSource::MAX_NOT_FOUND_TTL),
+                })
+                .build()
+        }
+        Self {
+            client,
+            secrets: cache(ttl),
+            service_accounts: cache(ttl),
+            ttl,
+            timeout: Self::DEFAULT_TIMEOUT,
+            metrics: std::sync::Arc::default(),
+        }
+    }
+
+    /// Counts API reads (actual requests, not cache hits) in `metrics`.
+    pub fn with_metrics(
+        mut self,
+        metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    ) -> Self {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Sets the deadline of each `get` (default [`Self::DEFAULT_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    async fn get<K>(
+        &self,
+        cache: &Lookups<K>,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<K>, ApiError>
+    where
+        K: kube::Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + DeserializeOwned
+            + fmt::Debug
+            + Send
+            + Sync
+            + 'static,
+    {
+        let api: kube::Api<K> = kube::Api::namespaced(self.client.clone(), namespace);
+        let timeout = self.timeout;
+        let metrics = &self.metrics;
+        let load = async move {
+            tracing::debug!(kind = %K::kind(&()), namespace, name, "reading from the Kubernetes API");
+            let answer = match tokio::time::timeout(timeout, api.get_opt(name)).await {
+                Ok(answer) => answer.map_err(ApiError::from),
+                Err(_) => Err(ApiError::Timeout { after: timeout }),
+            };
+            let outcome = match &answer {
+                Ok(Some(_)) => "found",
+                Ok(None) => "not_found",
+                Err(ApiError::Forbidden { .. }) => "forbidden",
+                Err(ApiError::Timeout { .. }) => "timeout",
+                Err(_) => "error",
+            };
+            let resource = if K::kind(&()) == "Secret" {
+                "secrets"
+            } else {
+                "serviceaccounts"
+            };
+            metrics
+                .kube_lookups
+                .get_or_create(&crate::telemetry::metrics::KubeLabels { resource, outcome })
+                .inc();
+            answer
+        };
+        cache
+            .try_get_with((namespace.to_owned(), name.to_owned()), load)
+            .await
+            .map_err(|shared| ApiError::clone(&shared))
+    }
+}
+
+/// Per-entry lifetime of a lookup: existing objects for the TTL, absent ones for less.
+struct LookupExpiry {
+    found: Duration,
+    not_found: Duration,
+}
+
+impl<K> moka::Expiry<(String, String), Option<K>> for LookupExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &(String, String),
+        value: &Option<K>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(if value.is_some() {
+            self.found
+        } else {
+            self.not_found
+        })
+    }
+}
+
+impl fmt::Debug for KubeCredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KubeCredentialSource")
+            .field("ttl", &self.ttl)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CredentialSource for KubeCredentialSource {
+    fn secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>, ApiError>> {
+        Box::pin(self.get(&self.secrets, namespace, name))
+    }
+
+    fn service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, ApiError>> {
+        Box::pin(self.get(&self.service_accounts, namespace, name))
+    }
+}

@@ -1,0 +1,444 @@
+//! Pull credentials as kubelet finds them: the pod's `imagePullSecrets` (or, when it lists none, its
+//! ServiceAccount's), then node-level docker config, matched to an image the way kubelet's
+//! credential keyring does.
+//!
+//! This module owns reading Secrets and ServiceAccounts (through [`CredentialSource`], cached in
+//! [`KubeCredentialSource`]), parsing docker configs ([`DockerConfig`]), key matching, and the
+//! one-line [`SecretProblem`]s that explain why a referenced secret cannot help. It never logs,
+//! formats or returns a secret value in an error: [`Credential`] and [`DockerConfig`] redact
+//! passwords in `Debug`, and parse errors describe positions and shapes, never contents.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use futures::future::{BoxFuture, join_all};
+use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec, Secret, ServiceAccount};
+
+use crate::image::ImageRef;
+
+mod docker_config;
+mod kube;
+#[cfg(test)]
+mod tests;
+
+use self::docker_config::keyring_lookup;
+pub use self::docker_config::{DockerConfig, NodeConfigError};
+pub use self::kube::{ApiError, KubeCredentialSource};
+
+/// Secret type (and its data key) of a `config.json`-layout pull secret.
+const DOCKER_CONFIG_JSON: (&str, &str) = ("kubernetes.io/dockerconfigjson", ".dockerconfigjson");
+/// Secret type (and its data key) of a legacy `.dockercfg`-layout pull secret.
+const DOCKERCFG: (&str, &str) = ("kubernetes.io/dockercfg", ".dockercfg");
+/// ServiceAccount a pod runs as when it names none.
+const DEFAULT_SERVICE_ACCOUNT: &str = "default";
+/// Why a secret is "not verifiable" when no Kubernetes API client exists (offline mode).
+const NO_API: &str = "no Kubernetes API is available to read it";
+
+/// One username/password for a registry. `Debug` and `Display` never show the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential {
+    pub username: String,
+    password: String,
+    pub origin: CredentialOrigin,
+}
+
+impl Credential {
+    pub fn new(
+        username: impl Into<String>,
+        password: impl Into<String>,
+        origin: CredentialOrigin,
+    ) -> Self {
+        Self {
+            username: username.into(),
+            password: password.into(),
+            origin,
+        }
+    }
+
+    /// The password, for the registry client only: never log or format it.
+    pub fn password(&self) -> &str {
+        &self.password
+    }
+
+    /// First 16 hex characters of SHA-256(`username` NUL `password`): tells credentials apart in
+    /// cache keys and logs without revealing them.
+    pub fn fingerprint(&self) -> String {
+        Self::fingerprint_of(&self.username, &self.password)
+    }
+
+    /// [`Credential::fingerprint`] of a username and password held elsewhere (e.g. a registry
+    /// client's auth).
+    pub fn fingerprint_of(username: &str, password: &str) -> String {
+        let mut context = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+        context.update(username.as_bytes());
+        context.update(b"\0");
+        context.update(password.as_bytes());
+        context
+            .finish()
+            .as_ref()
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+impl fmt::Display for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "user {:?} from {}", self.username, self.origin)
+    }
+}
+
+/// Where a [`Credential`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialOrigin {
+    /// A secret listed in the pod's own `imagePullSecrets`.
+    PodSecret { secret: String },
+    /// A secret listed in the `imagePullSecrets` of the pod's ServiceAccount.
+    ServiceAccountSecret {
+        service_account: String,
+        secret: String,
+    },
+    /// The node's docker config file.
+    Node { file: PathBuf },
+}
+
+impl fmt::Display for CredentialOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PodSecret { secret } => write!(f, "secret {secret:?}"),
+            Self::ServiceAccountSecret {
+                service_account,
+                secret,
+            } => write!(f, "secret {secret:?} of ServiceAccount {service_account:?}"),
+            Self::Node { file } => write!(f, "node credentials ({})", file.display()),
+        }
+    }
+}
+
+/// What is wrong with one referenced secret (or, when [`SecretProblem::secret`] is empty, with
+/// the ServiceAccount lookup). No variant ever carries a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretProblemKind {
+    /// The secret (or ServiceAccount) does not exist in the pod's namespace.
+    NotFound,
+    /// The secret's type is neither `kubernetes.io/dockerconfigjson` nor `kubernetes.io/dockercfg`
+    /// (kubelet ignores it). `found` is the type, `Opaque` when unset.
+    WrongType { found: String },
+    /// The secret has the right type but no (or empty) data under its key.
+    MissingKey { key: &'static str },
+    /// The data is not a docker config. `reason` starts with the data key, e.g.
+    /// `.dockerconfigjson is not valid JSON: expected value at line 1 column 1`.
+    MalformedJson { reason: String },
+    /// An `auth` field is not base64 of `username:password`; `reason` names the data key and entry.
+    MalformedBase64 { reason: String },
+    /// The secret loaded but none of its entries matches this image's registry.
+    NoEntryForRegistry { registry: String },
+    /// The secret (or ServiceAccount) could not be read: no API, RBAC, network, timeout.
+    ApiUnavailable { reason: String },
+}
+
+impl SecretProblemKind {
+    /// What is wrong, without the subject (`not found`, `has no entry for reg.io`, ...).
+    fn reason(&self) -> String {
+        match self {
+            Self::NotFound => "not found".into(),
+            Self::WrongType { found } => {
+                format!("has type {found}, not {}", DOCKER_CONFIG_JSON.0)
+            }
+            Self::MissingKey { key } => format!("has no {key} data"),
+            Self::MalformedJson { reason } | Self::MalformedBase64 { reason } => reason.clone(),
+            Self::NoEntryForRegistry { registry } => format!("has no entry for {registry}"),
+            Self::ApiUnavailable { reason } => format!("could not be read: {reason}"),
+        }
+    }
+}
+
+/// A problem with one pull secret the pod refers to, directly or through its ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretProblem {
+    /// The secret's name; empty when the problem is the ServiceAccount lookup itself.
+    pub secret: String,
+    /// The ServiceAccount whose `imagePullSecrets` named the secret (or that could not be read).
+    pub service_account: Option<String>,
+    /// The pod's namespace, where the secret was looked up.
+    pub namespace: String,
+    pub kind: SecretProblemKind,
+}
+
+impl SecretProblem {
+    /// A namespace's `default` ServiceAccount that does not exist: it simply lends no secrets.
+    pub fn is_missing_default_service_account(&self) -> bool {
+        self.secret.is_empty()
+            && self.service_account.as_deref() == Some("default")
+            && self.kind == SecretProblemKind::NotFound
+    }
+}
+
+impl fmt::Display for SecretProblem {
+    /// One line, e.g. `secret "regcred" not found in namespace demo`,
+    /// `secret "regcred" of ServiceAccount "builder" has no entry for 127.0.0.1:5000`,
+    /// `ServiceAccount "default" in namespace demo could not be read: …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.secret.as_str(), &self.service_account) {
+            ("", Some(account)) => write!(f, "ServiceAccount {account:?}")?,
+            (secret, Some(account)) => {
+                write!(f, "secret {secret:?} of ServiceAccount {account:?}")?;
+            }
+            (secret, None) => write!(f, "secret {secret:?}")?,
+        }
+        match &self.kind {
+            SecretProblemKind::NotFound => write!(f, " not found in namespace {}", self.namespace),
+            SecretProblemKind::ApiUnavailable { .. } => {
+                write!(f, " in namespace {} {}", self.namespace, self.kind.reason())
+            }
+            kind => write!(f, " {}", kind.reason()),
+        }
+    }
+}
+
+/// Read-only access to Secrets and ServiceAccounts (`get` only). `Ok(None)`: it does not exist.
+pub trait CredentialSource: Send + Sync {
+    fn secret<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Secret>, ApiError>>;
+    fn service_account<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, ApiError>>;
+}
+
+/// A referenced secret that loaded and parsed.
+#[derive(Debug, Clone)]
+struct LoadedSecret {
+    name: String,
+    service_account: Option<String>,
+    origin: CredentialOrigin,
+    config: DockerConfig,
+}
+
+/// The pod's pull credentials, gathered once per admission. `Debug` redacts every password.
+#[derive(Debug, Clone)]
+pub struct PodCredentials {
+    namespace: String,
+    secrets: Vec<LoadedSecret>,
+    problems: Vec<SecretProblem>,
+    node: Option<DockerConfig>,
+    api_unavailable: bool,
+}
+
+/// The credentials to try for one image, in kubelet's order, and what is wrong with the rest.
+#[derive(Debug, Clone, Default)]
+pub struct ImageCredentials {
+    pub candidates: Vec<Credential>,
+    pub problems: Vec<SecretProblem>,
+}
+
+impl PodCredentials {
+    /// Kubelet's order: the pod's `imagePullSecrets`; if it lists none, those of its
+    /// ServiceAccount (`serviceAccountName`, else `default`) read through the API, as the
+    /// ServiceAccount admission plugin copies them into pods; then the node's docker config.
+    ///
+    /// With `source: None` (no Kubernetes API) every referenced secret, or the ServiceAccount
+    /// lookup, gets an [`SecretProblemKind::ApiUnavailable`] problem. Secrets are read concurrently.
+    pub async fn gather(
+        source: Option<&dyn CredentialSource>,
+        namespace: &str,
+        spec: &PodSpec,
+        node: Option<&DockerConfig>,
+    ) -> Self {
+        let mut gathered = Self {
+            namespace: namespace.to_owned(),
+            secrets: Vec::new(),
+            problems: Vec::new(),
+            node: node.cloned(),
+            api_unavailable: source.is_none(),
+        };
+        let mut names = secret_names(spec.image_pull_secrets.as_deref());
+        let mut service_account = None;
+        if names.is_empty() {
+            let account = spec
+                .service_account_name
+                .as_deref()
+                .or(spec.service_account.as_deref())
+                .filter(|name| !name.is_empty())
+                .unwrap_or(DEFAULT_SERVICE_ACCOUNT);
+            let lookup = match source {
+                None => Err(NO_API.to_owned()),
+                Some(source) => (source.service_account(namespace, account).await)
+                    .map_err(|error| error.to_string()),
+            };
+            match lookup {
+                Ok(Some(found)) => names = secret_names(found.image_pull_secrets.as_deref()),
+                Ok(None) => gathered.problem("", Some(account), SecretProblemKind::NotFound),
+                Err(reason) => gathered.unavailable("", Some(account), reason),
+            }
+            service_account = Some(account.to_owned());
+        }
+
+        let lookups = names.iter().map(|name| async move {
+            match source {
+                None => Err(NO_API.to_owned()),
+                Some(source) => {
+                    (source.secret(namespace, name).await).map_err(|error| error.to_string())
+                }
+            }
+        });
+        let account = service_account.as_deref();
+        for (name, answer) in names.iter().zip(join_all(lookups).await) {
+            match answer.map(|found| found.map(|secret| docker_config(&secret))) {
+                Ok(Some(Ok(config))) => gathered.secrets.push(LoadedSecret {
+                    name: name.clone(),
+                    service_account: service_account.clone(),
+                    origin: match account {
+                        None => CredentialOrigin::PodSecret {
+                            secret: name.clone(),
+                        },
+                        Some(account) => CredentialOrigin::ServiceAccountSecret {
+                            service_account: account.to_owned(),
+                            secret: name.clone(),
+                        },
+                    },
+                    config,
+                }),
+                Ok(Some(Err(kind))) => gathered.problem(name, account, kind),
+                Ok(None) => gathered.problem(name, account, SecretProblemKind::NotFound),
+                Err(reason) => gathered.unavailable(name, account, reason),
+            }
+        }
+        gathered
+    }
+
+    fn problem(&mut self, secret: &str, service_account: Option<&str>, kind: SecretProblemKind) {
+        self.problems.push(SecretProblem {
+            secret: secret.to_owned(),
+            service_account: service_account.map(str::to_owned),
+            namespace: self.namespace.clone(),
+            kind,
+        });
+    }
+
+    fn unavailable(&mut self, secret: &str, service_account: Option<&str>, reason: String) {
+        self.api_unavailable = true;
+        let kind = SecretProblemKind::ApiUnavailable { reason };
+        self.problem(secret, service_account, kind);
+    }
+
+    /// For one image: pod (or ServiceAccount) secret entries that match its registry, in kubelet's
+    /// keyring order across all those secrets, then matching node entries; duplicates dropped.
+    /// Problems: every unreadable or malformed secret, plus `NoEntryForRegistry` for each loaded
+    /// secret with no entry of its own for this image.
+    pub fn for_image(&self, image: &ImageRef) -> ImageCredentials {
+        let target = image.name();
+        let from_secrets = self.secrets.iter().flat_map(|secret| {
+            secret
+                .config
+                .indexed_entries()
+                .map(move |(key, entry)| (key, (&secret.origin, entry)))
+        });
+        let node_origin = self.node.as_ref().map(|node| CredentialOrigin::Node {
+            file: node.path().map(Path::to_owned).unwrap_or_default(),
+        });
+        let from_node = match (&self.node, &node_origin) {
+            (Some(node), Some(origin)) => keyring_lookup(
+                node.indexed_entries()
+                    .map(|(key, entry)| (key, (origin, entry))),
+                &target,
+            ),
+            _ => Vec::new(),
+        };
+        let mut seen = HashSet::new();
+        let candidates = keyring_lookup(from_secrets, &target)
+            .into_iter()
+            .chain(from_node)
+            .filter(|(_, entry)| seen.insert((&entry.username, &entry.password)))
+            .map(|(origin, entry)| {
+                Credential::new(
+                    entry.username.clone(),
+                    entry.password.clone(),
+                    origin.clone(),
+                )
+            })
+            .collect();
+        let mut problems = self.problems.clone();
+        for secret in &self.secrets {
+            if secret.config.matching(image).is_empty() {
+                problems.push(SecretProblem {
+                    secret: secret.name.clone(),
+                    service_account: secret.service_account.clone(),
+                    namespace: self.namespace.clone(),
+                    kind: SecretProblemKind::NoEntryForRegistry {
+                        registry: image.registry().to_owned(),
+                    },
+                });
+            }
+        }
+        ImageCredentials {
+            candidates,
+            problems,
+        }
+    }
+
+    /// True when some secret or the ServiceAccount could not be read (no API, RBAC, network):
+    /// the outcome of a pull cannot be predicted with certainty.
+    pub fn api_unavailable(&self) -> bool {
+        self.api_unavailable
+    }
+
+    /// Problems that concern every image (missing, wrong-type, malformed, unreadable secrets).
+    pub fn problems(&self) -> &[SecretProblem] {
+        &self.problems
+    }
+}
+
+/// Names of the referenced secrets, in order, without empty names (kubelet skips them) or repeats.
+fn secret_names(references: Option<&[LocalObjectReference]>) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for reference in references.unwrap_or_default() {
+        if !reference.name.is_empty() && !names.contains(&reference.name) {
+            names.push(reference.name.clone());
+        }
+    }
+    names
+}
+
+/// A docker config parser for one secret type.
+type Parser = fn(&[u8]) -> Result<DockerConfig, SecretProblemKind>;
+
+/// The docker config of a pull secret, as kubelet's `MakeDockerKeyring` reads `data`.
+fn docker_config(secret: &Secret) -> Result<DockerConfig, SecretProblemKind> {
+    let secret_type = secret
+        .type_
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .unwrap_or("Opaque");
+    let (key, parse): (&str, Parser) = match secret_type {
+        t if t == DOCKER_CONFIG_JSON.0 => {
+            (DOCKER_CONFIG_JSON.1, DockerConfig::from_dockerconfigjson)
+        }
+        t if t == DOCKERCFG.0 => (DOCKERCFG.1, DockerConfig::from_dockercfg),
+        other => {
+            return Err(SecretProblemKind::WrongType {
+                found: other.to_owned(),
+            });
+        }
+    };
+    match secret.data.as_ref().and_then(|data| data.get(key)) {
+        Some(bytes) if !bytes.0.is_empty() => parse(&bytes.0),
+        _ => Err(SecretProblemKind::MissingKey { key }),
+    }
+}
