@@ -36,6 +36,38 @@ pub struct Settings {
     pub node_credentials: Option<PathBuf>,
     #[serde(default)]
     pub resolution: ResolutionSettings,
+    /// Registries whose pull budget is watched (e.g. Docker Hub); see [`RateLimitProbe`].
+    #[serde(default)]
+    pub rate_limit_probes: Vec<RateLimitProbe>,
+}
+
+/// Watch a registry's pull budget: every `intervalSeconds`, an anonymous `HEAD` of `repository:latest`
+/// (not counted against the budget) reads `ratelimit-remaining`; below `warnBelow`, images from that
+/// registry get a `rate-limited` warning.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RateLimitProbe {
+    /// Registry host as in image references, e.g. `docker.io`.
+    pub registry: String,
+    /// Repository probed; Docker documents `ratelimitpreview/test`.
+    #[serde(default = "default_probe_repository")]
+    pub repository: String,
+    #[serde(default = "default_probe_interval")]
+    pub interval_seconds: u64,
+    #[serde(default = "default_warn_below")]
+    pub warn_below: u64,
+}
+
+fn default_probe_repository() -> String {
+    "ratelimitpreview/test".into()
+}
+
+fn default_probe_interval() -> u64 {
+    300
+}
+
+fn default_warn_below() -> u64 {
+    20
 }
 
 fn enabled() -> bool {
@@ -60,6 +92,7 @@ impl Default for Settings {
             node_platform_discovery: true,
             node_credentials: None,
             resolution: ResolutionSettings::default(),
+            rate_limit_probes: Vec::new(),
         }
     }
 }

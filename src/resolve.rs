@@ -2,7 +2,7 @@
 //! credentials in kubelet's order, every image in parallel (bounded per registry), each within the
 //! admission's time budget. The result is plain data ([`Resolved`]) for `policy::evaluate`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::credentials::{CredentialSource, DockerConfig, PodCredentials, SecretP
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
 use crate::policy::{AuthAttempt, Facts, ImageStatus, RegistryNeed, Resolved};
+use crate::registry::budget::Budget;
 use crate::registry::{FailureClass, ImageResolver, ResolveError};
 
 /// Time limits and parallelism of resolution.
@@ -46,6 +47,8 @@ pub struct Resolver {
     node_platforms: RwLock<Vec<Platform>>,
     settings: ResolveSettings,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Watched pull budgets that are below their threshold, by registry.
+    low_budgets: RwLock<BTreeMap<String, Budget>>,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -74,6 +77,20 @@ impl Resolver {
             node_platforms: RwLock::new(node_platforms),
             settings,
             limits: Mutex::new(HashMap::new()),
+            low_budgets: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// Record a registry's pull budget: below `warn_below`, its images get a `rate-limited` warning.
+    pub fn set_budget(&self, registry: &str, budget: Budget, warn_below: u64) {
+        let mut low = match self.low_budgets.write() {
+            Ok(low) => low,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if budget.remaining < warn_below {
+            low.insert(registry.to_owned(), budget);
+        } else {
+            low.remove(registry);
         }
     }
 
@@ -165,6 +182,15 @@ impl Resolver {
             .await
             .into_iter()
             .collect();
+        if let Ok(low) = self.low_budgets.read() {
+            resolved.low_budgets = wanted
+                .iter()
+                .filter_map(|(_, image, _)| {
+                    let registry = image.registry();
+                    Some((registry.to_owned(), *low.get(registry)?))
+                })
+                .collect();
+        }
         resolved.pod_platforms = Some(pod_platforms);
         resolved
     }

@@ -99,6 +99,11 @@ pub mod metrics {
     }
 
     #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct BudgetLabels {
+        pub registry: String,
+    }
+
+    #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
     pub struct CacheLabels {
         pub cache: &'static str,
         pub result: &'static str,
@@ -133,6 +138,7 @@ pub mod metrics {
         pub kube_lookups: Family<KubeLabels, Counter>,
         pub in_flight: Gauge,
         pub reloads: Family<ReloadLabels, Counter>,
+        pub ratelimit_remaining: Family<BudgetLabels, Gauge>,
         seen_registries: Mutex<HashSet<String>>,
     }
 
@@ -208,8 +214,15 @@ pub mod metrics {
                 "Reloads of policies and certificates, by outcome (ok, failed)",
                 reloads.clone(),
             );
+            let ratelimit_remaining = Family::<BudgetLabels, Gauge>::default();
+            registry.register(
+                "registry_ratelimit_remaining",
+                "Pulls left in the current window of a watched registry (rateLimitProbes)",
+                ratelimit_remaining.clone(),
+            );
             Self {
                 registry,
+                ratelimit_remaining,
                 admissions,
                 admission_seconds,
                 findings,

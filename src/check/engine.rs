@@ -208,6 +208,7 @@ pub fn registry_rules(facts: &Facts, policies: &PolicySet) -> Vec<Vec<RuleId>> {
                     candidates: Vec::new(),
                     constrained: false,
                 }),
+                low_budgets: Default::default(),
             };
             for finding in policy::evaluate(facts, &resolved, policies).findings {
                 let position = facts

@@ -10,6 +10,7 @@ use super::{ContainerFacts, RuleId};
 use crate::credentials::{CredentialOrigin, SecretProblem, SecretProblemKind};
 use crate::image::ImageRef;
 use crate::platform::{Platform, PlatformMatch, PodPlatforms};
+use crate::registry::budget::Budget;
 use crate::registry::{FailureClass, Missing, ResolveError};
 
 /// The registry's answers for one admission, by container image field path.
@@ -18,6 +19,8 @@ pub struct Resolved {
     pub images: BTreeMap<String, ImageStatus>,
     /// Where the pod may land (for messages).
     pub pod_platforms: Option<PodPlatforms>,
+    /// Registries whose watched pull budget is below its threshold.
+    pub low_budgets: BTreeMap<String, Budget>,
 }
 
 /// One credential that was tried and failed.
@@ -106,6 +109,25 @@ pub(super) fn check(
             ),
             "check the network path from the nodes to the registry".into(),
         )),
+        (RuleId::RateLimited, status)
+            if !matches!(status, ImageStatus::Failed(ResolveError::RateLimited(_))) =>
+        {
+            let budget = resolved.low_budgets.get(image.registry())?;
+            let limit = budget
+                .limit
+                .map_or_else(String::new, |limit| format!(" of {limit}"));
+            let window = budget
+                .window_seconds
+                .map_or_else(String::new, |w| format!(" per {} h", w / 3600));
+            Some(Outcome::tentative(
+                format!(
+                    "{} pull budget is low: {}{limit}{window} left",
+                    image.registry(),
+                    budget.remaining
+                ),
+                "authenticate pulls with imagePullSecrets, use a pull-through mirror, or copy the image to your own registry".into(),
+            ))
+        }
         (RuleId::RegistryReachable, ImageStatus::TimedOut(budget)) => Some(Outcome::new(
             format!(
                 "could not verify: {} did not answer within {} s",

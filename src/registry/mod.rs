@@ -3,6 +3,7 @@
 //! and the oci-client implementation in [`oci`]. [`hosts`] says how the nodes reach each registry
 //! (mirrors, CA, plain HTTP), so pullgate sees registries the way the nodes do.
 
+pub mod budget;
 mod classify;
 pub mod hosts;
 pub mod oci;

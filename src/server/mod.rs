@@ -2,6 +2,7 @@
 //! `policies/` on change, and `run`, which serves with rustls, reloads certificates and drains on shutdown.
 
 pub mod nodes;
+pub mod probes;
 pub mod tls;
 
 use std::net::SocketAddr;
@@ -381,6 +382,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         Resolver::from_settings_with_metrics(&settings, kube.clone(), metrics.clone())
             .context("invalid registry settings")?,
     );
+    let probes = budget_probes(&settings, &resolver, &metrics)?;
     let discovery = match (&kube, settings.node_platform_discovery) {
         (Some(client), true) => Some(tokio::spawn(nodes::keep_discovering(
             client.clone(),
@@ -482,8 +484,40 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         background: [Some(watch_policies), Some(watch_certs), discovery]
             .into_iter()
             .flatten()
+            .chain(probes)
             .collect(),
     })
+}
+
+/// Start one pull-budget probe per `rateLimitProbes` entry, against the registry's own upstream endpoint.
+fn budget_probes(
+    settings: &crate::config::Settings,
+    resolver: &Arc<Resolver>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    if settings.rate_limit_probes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let hosts = crate::registry::hosts::RegistryHosts::load(
+        &settings.registries,
+        settings.containerd_hosts_dir.as_deref(),
+    )?;
+    Ok(settings
+        .rate_limit_probes
+        .iter()
+        .filter_map(|probe| {
+            let endpoint = hosts
+                .endpoints(&probe.registry)
+                .into_iter()
+                .rfind(|e| !e.is_mirror)?;
+            Some(tokio::spawn(probes::keep_probing(
+                probe.clone(),
+                endpoint,
+                resolver.clone(),
+                metrics.clone(),
+            )))
+        })
+        .collect())
 }
 
 /// A Kubernetes client for reading pull secrets: from `--kubeconfig` when given (an error if it is

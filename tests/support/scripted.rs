@@ -83,3 +83,67 @@ pub async fn silent() -> Scripted {
         task,
     }
 }
+
+/// A registry that publishes a pull budget like Docker Hub: an anonymous `HEAD` gets a Bearer challenge
+/// pointing at its own `/token`, and with the token the `ratelimit-*` headers (`remaining` of 100 per 6 h).
+pub async fn budgeted(remaining: u64) -> Scripted {
+    use axum::extract::Query;
+    use std::collections::HashMap;
+
+    let requests = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let host = listener.local_addr().expect("addr").to_string();
+    let realm = format!("http://{host}/token");
+    let counter = requests.clone();
+    let manifest = move |headers: HeaderMap| {
+        let counter = counter.clone();
+        let realm = realm.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let authorized = headers.get("authorization").and_then(|v| v.to_str().ok())
+                == Some("Bearer budget-token");
+            if authorized {
+                (
+                    StatusCode::OK,
+                    [
+                        ("ratelimit-limit", "100;w=21600".to_owned()),
+                        ("ratelimit-remaining", format!("{remaining};w=21600")),
+                    ],
+                )
+                    .into_response()
+            } else {
+                (
+                    StatusCode::UNAUTHORIZED,
+                    [(
+                        "www-authenticate",
+                        format!(r#"Bearer realm="{realm}",service="budget-test""#),
+                    )],
+                )
+                    .into_response()
+            }
+        }
+    };
+    let token = |Query(query): Query<HashMap<String, String>>| async move {
+        let scoped = query
+            .get("scope")
+            .is_some_and(|s| s == "repository:ratelimitpreview/test:pull");
+        if scoped && query.get("service").map(String::as_str) == Some("budget-test") {
+            r#"{"token":"budget-token"}"#.into_response()
+        } else {
+            StatusCode::BAD_REQUEST.into_response()
+        }
+    };
+    let app = Router::new()
+        .route("/token", get(token))
+        .route("/v2/{*rest}", get(manifest.clone()).head(manifest));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Scripted {
+        host,
+        requests,
+        task,
+    }
+}

@@ -1,0 +1,150 @@
+//! Watched pull budgets (`rateLimitProbes`): the probe answers a Bearer challenge and reads Docker Hub's
+//! `ratelimit-*` headers from a scripted registry on 127.0.0.1; a low budget turns into a `rate-limited`
+//! warning on admissions of that registry's images, and into the `pullgate_registry_ratelimit_remaining`
+//! gauge.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use pullgate::config::{RateLimitProbe, Settings};
+use pullgate::registry::budget::{self, Budget};
+use pullgate::registry::hosts::{RegistryHosts, RegistrySettings};
+use pullgate::resolve::Resolver;
+use pullgate::server::{AppState, PolicyStore, probes, router};
+use pullgate::telemetry::metrics::Metrics;
+use support::registry::{self, ImageKind, Platform, RegistryOptions};
+use support::scripted;
+use support::webhook::{
+    admit, bounded, one_container, pod_review, settings_for, shipped_policies, warnings,
+};
+
+fn upstream(settings: &Settings, registry: &str) -> pullgate::registry::hosts::Endpoint {
+    RegistryHosts::load(&settings.registries, None)
+        .expect("hosts")
+        .endpoints(registry)
+        .into_iter()
+        .rfind(|e| !e.is_mirror)
+        .expect("upstream endpoint")
+}
+
+#[tokio::test]
+async fn the_probe_reads_the_budget_behind_a_bearer_challenge() {
+    registry::install_crypto();
+    bounded(async {
+        let hub = scripted::budgeted(7).await;
+        let mut settings = Settings::default();
+        settings.registries.insert(
+            hub.host.clone(),
+            RegistrySettings {
+                insecure: true,
+                ..Default::default()
+            },
+        );
+        let endpoint = upstream(&settings, &hub.host);
+        let client = budget::client(&endpoint, Duration::from_secs(5)).expect("client");
+        let found = budget::probe(&client, &endpoint, "ratelimitpreview/test")
+            .await
+            .expect("probe");
+        assert_eq!(
+            found,
+            Some(Budget {
+                remaining: 7,
+                limit: Some(100),
+                window_seconds: Some(21600)
+            })
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
+    registry::install_crypto();
+    bounded(async {
+        let reg = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        registry::push_image(
+            &reg,
+            "demo/app",
+            "v1",
+            ImageKind::single(Platform::linux("amd64")),
+        )
+        .await
+        .expect("push");
+        let hub = scripted::budgeted(3).await;
+        let mut settings = settings_for(&[&reg]);
+        settings.registries.insert(
+            hub.host.clone(),
+            RegistrySettings {
+                insecure: true,
+                ..Default::default()
+            },
+        );
+        let metrics = Arc::new(Metrics::new());
+        let resolver = Arc::new(
+            Resolver::from_settings_with_metrics(&settings, None, metrics.clone())
+                .expect("resolver"),
+        );
+        let app = router(AppState {
+            policies: Arc::new(PolicyStore::fixed(shipped_policies())),
+            resolver: Some(resolver.clone()),
+            max_request_bytes: 1 << 20,
+            metrics: metrics.clone(),
+        });
+        let review = pod_review(one_container(&format!("{}/demo/app:v1", reg.host())));
+        assert!(warnings(&admit(&app, &review).await).is_empty());
+
+        // The real registry's budget is watched through the scripted one (same probe, another address).
+        let probe = RateLimitProbe {
+            registry: reg.host().to_owned(),
+            repository: "ratelimitpreview/test".into(),
+            interval_seconds: 1,
+            warn_below: 20,
+        };
+        let task = tokio::spawn(probes::keep_probing(
+            probe,
+            upstream(&settings, &hub.host),
+            resolver.clone(),
+            metrics.clone(),
+        ));
+        let gauge = format!(
+            r#"pullgate_registry_ratelimit_remaining{{registry="{}"}} 3"#,
+            reg.host()
+        );
+        let mut seen = false;
+        for _ in 0..50 {
+            if metrics.encode().contains(&gauge) {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        task.abort();
+        assert!(seen, "{}", metrics.encode());
+        let found = warnings(&admit(&app, &review).await);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains(&format!(
+                "[rate-limited] {} pull budget is low: 3 of 100 per 6 h left",
+                reg.host()
+            )),
+            "{found:?}"
+        );
+
+        // Back above the threshold: no warning.
+        resolver.set_budget(
+            reg.host(),
+            Budget {
+                remaining: 80,
+                limit: Some(100),
+                window_seconds: Some(21600),
+            },
+            20,
+        );
+        assert!(warnings(&admit(&app, &review).await).is_empty());
+    })
+    .await;
+}
