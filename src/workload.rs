@@ -23,19 +23,6 @@ pub enum WorkloadKind {
 }
 
 impl WorkloadKind {
-    /// Every kind, in the order the README lists them.
-    pub const ALL: [WorkloadKind; 9] = [
-        Self::Pod,
-        Self::Deployment,
-        Self::ReplicaSet,
-        Self::StatefulSet,
-        Self::DaemonSet,
-        Self::Job,
-        Self::CronJob,
-        Self::ReplicationController,
-        Self::PodTemplate,
-    ];
-
     /// The kind for an API group and kind name, or `None` for kinds that carry no pod spec.
     pub fn from_group_kind(group: &str, kind: &str) -> Option<Self> {
         let found = match (group, kind) {

@@ -5,19 +5,17 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use pullgate::config::{RateLimitProbe, Settings};
 use pullgate::registry::budget::{self, Budget};
 use pullgate::registry::hosts::{RegistryHosts, RegistrySettings};
-use pullgate::resolve::Resolver;
-use pullgate::server::{AppState, PolicyStore, probes, router};
-use pullgate::telemetry::metrics::Metrics;
+use pullgate::server::probes;
 use support::registry::{self, ImageKind, Platform, RegistryOptions};
 use support::scripted;
 use support::webhook::{
-    admit, bounded, one_container, pod_review, settings_for, shipped_policies, warnings,
+    admit, app_with_resolver, bounded, one_container, pod_review, settings_for, shipped_policies,
+    warnings,
 };
 
 fn upstream(settings: &Settings, registry: &str) -> pullgate::registry::hosts::Endpoint {
@@ -83,17 +81,7 @@ async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
                 ..Default::default()
             },
         );
-        let metrics = Arc::new(Metrics::new());
-        let resolver = Arc::new(
-            Resolver::from_settings_with_metrics(&settings, None, metrics.clone())
-                .expect("resolver"),
-        );
-        let app = router(AppState {
-            policies: Arc::new(PolicyStore::fixed(shipped_policies())),
-            resolver: Some(resolver.clone()),
-            max_request_bytes: 1 << 20,
-            metrics: metrics.clone(),
-        });
+        let (app, resolver, metrics) = app_with_resolver(&settings, None, shipped_policies());
         let review = pod_review(one_container(&format!("{}/demo/app:v1", reg.host())));
         assert!(warnings(&admit(&app, &review).await).is_empty());
 

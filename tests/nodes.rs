@@ -4,12 +4,12 @@
 mod support;
 
 use pullgate::platform::Platform;
-use pullgate::resolve::Resolver;
 use pullgate::server::nodes;
 use support::kube::FakeKube;
 use support::registry::{self, ImageKind, RegistryOptions};
 use support::webhook::{
-    admit, bounded, one_container, pod_review, settings_for, shipped_policies, warnings,
+    admit, app_with_resolver, bounded, one_container, pod_review, settings_for, shipped_policies,
+    warnings,
 };
 
 fn platform(text: &str) -> Platform {
@@ -85,16 +85,11 @@ async fn discovered_arm64_nodes_turn_an_amd64_only_image_into_a_warning() {
             ],
         );
         let settings = settings_for(&[&reg]);
-        let resolver = std::sync::Arc::new(
-            Resolver::from_settings(&settings, Some(kube.client().expect("client")))
-                .expect("resolver"),
+        let (app, resolver, _) = app_with_resolver(
+            &settings,
+            Some(kube.client().expect("client")),
+            shipped_policies(),
         );
-        let app = pullgate::server::router(pullgate::server::AppState {
-            policies: std::sync::Arc::new(pullgate::server::PolicyStore::fixed(shipped_policies())),
-            resolver: Some(resolver.clone()),
-            max_request_bytes: 1 << 20,
-            metrics: Default::default(),
-        });
         let review = pod_review(one_container(&format!("{}/demo/app:v1", reg.host())));
         // Configured nodePlatforms (linux/amd64): nothing to say.
         assert!(warnings(&admit(&app, &review).await).is_empty());

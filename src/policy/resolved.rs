@@ -78,9 +78,22 @@ pub(super) fn check(
                 ..
             },
         ) => platform(m, resolved.pod_platforms.as_ref()),
-        (RuleId::PullSecretValid, ImageStatus::AuthFailed { .. }) => {
-            Some(auth_failed(image, namespace, status))
-        }
+        (
+            RuleId::PullSecretValid,
+            ImageStatus::AuthFailed {
+                attempts,
+                problems,
+                anonymous,
+                api_unavailable,
+            },
+        ) => Some(auth_failed(
+            image,
+            namespace,
+            attempts,
+            problems,
+            anonymous.as_ref(),
+            *api_unavailable,
+        )),
         (
             RuleId::PullSecretValid,
             ImageStatus::Found {
@@ -228,16 +241,14 @@ fn patch_service_account(account: &str, namespace: &str) -> String {
     )
 }
 
-fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outcome {
-    let ImageStatus::AuthFailed {
-        attempts,
-        problems,
-        anonymous,
-        api_unavailable,
-    } = status
-    else {
-        return Outcome::new(String::new(), String::new());
-    };
+fn auth_failed(
+    image: &ImageRef,
+    namespace: &str,
+    attempts: &[AuthAttempt],
+    problems: &[SecretProblem],
+    anonymous: Option<&ResolveError>,
+    api_unavailable: bool,
+) -> Outcome {
     let registry = image.registry();
     let repository = image.repository();
     if let Some(denied) = attempts.iter().find(|a| a.error == ResolveError::Denied) {
@@ -267,7 +278,7 @@ fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outco
             ),
         );
     }
-    if *api_unavailable {
+    if api_unavailable {
         return Outcome::tentative(
             format!(
                 "{registry} requires credentials (401) and pull secrets could not be read (no Kubernetes API)"
@@ -276,9 +287,7 @@ fn auth_failed(image: &ImageRef, namespace: &str, status: &ImageStatus) -> Outco
                 .into(),
         );
     }
-    let anonymous = anonymous
-        .as_ref()
-        .map_or_else(String::new, |e| format!(" ({e})"));
+    let anonymous = anonymous.map_or_else(String::new, |e| format!(" ({e})"));
     // A namespace's `default` ServiceAccount that does not exist simply lends no secrets.
     let relevant = problems
         .iter()

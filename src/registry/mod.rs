@@ -114,11 +114,6 @@ impl ResolveError {
             Self::InvalidResponse(_) => "invalid_response",
         }
     }
-
-    /// Whether the answer is definitive (and may be cached): the registry really said so.
-    pub fn is_definitive(&self) -> bool {
-        matches!(self, Self::NotFound(_))
-    }
 }
 
 /// A manifest digest, `sha256:<hex>`.

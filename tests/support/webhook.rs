@@ -60,16 +60,28 @@ pub fn app_with_metrics(
     kube: Option<kube::Client>,
     policies: PolicySet,
 ) -> (axum::Router, Arc<Metrics>) {
+    let (app, _, metrics) = app_with_resolver(settings, kube, policies);
+    (app, metrics)
+}
+
+/// [`app`], its resolver (to change node platforms or budgets) and its metrics.
+pub fn app_with_resolver(
+    settings: &Settings,
+    kube: Option<kube::Client>,
+    policies: PolicySet,
+) -> (axum::Router, Arc<Resolver>, Arc<Metrics>) {
     let metrics = Arc::new(Metrics::new());
-    let resolver = Resolver::from_settings_with_metrics(settings, kube, metrics.clone())
-        .expect("resolver builds");
+    let resolver = Arc::new(
+        Resolver::from_settings_with_metrics(settings, kube, metrics.clone())
+            .expect("resolver builds"),
+    );
     let app = router(AppState {
         policies: Arc::new(PolicyStore::fixed(policies)),
-        resolver: Some(Arc::new(resolver)),
+        resolver: Some(resolver.clone()),
         max_request_bytes: 8 << 20,
         metrics: metrics.clone(),
     });
-    (app, metrics)
+    (app, resolver, metrics)
 }
 
 /// An AdmissionReview creating a Pod with this spec in namespace `demo`.
