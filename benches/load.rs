@@ -32,10 +32,11 @@ use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview
 use pullgate::cache::{CacheSettings, CachedResolver};
 use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
 use pullgate::credentials::Credential;
+use pullgate::facts::{ManifestDigest, ResolveError};
 use pullgate::image::ImageRef;
 use pullgate::platform::Platform;
+use pullgate::registry::ImageResolver;
 use pullgate::registry::hosts::RegistrySettings;
-use pullgate::registry::{ImageResolver, ManifestDigest, ResolveError};
 use pullgate::telemetry::LogFormat;
 use serde_json::{Value, json};
 use support::registry::{self, ImageKind, RegistryOptions, TestRegistry};

@@ -8,7 +8,8 @@ use serde_json::Value;
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::policy::{self, Action, ContainerFacts, Facts, PolicySet, Resolved, Verdict};
+use crate::facts::{ContainerFacts, Facts, Resolved};
+use crate::policy::{self, Action, PolicySet, Verdict};
 use crate::resolve::Resolver;
 use crate::workload::{Workload, WorkloadError, WorkloadKind};
 

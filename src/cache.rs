@@ -14,9 +14,10 @@ use moka::Expiry;
 use moka::future::Cache;
 
 use crate::credentials::Credential;
+use crate::facts::{ManifestDigest, Missing, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::{ImageResolver, ManifestDigest, Missing, ResolveError};
+use crate::registry::ImageResolver;
 use crate::telemetry::metrics::Metrics;
 
 /// How long answers are kept.

@@ -26,6 +26,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod facts;
 pub mod image;
 pub mod platform;
 pub mod policy;

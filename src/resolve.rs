@@ -10,12 +10,15 @@ use k8s_openapi::api::core::v1::PodSpec;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use crate::credentials::{CredentialSource, DockerConfig, PodCredentials, SecretProblemKind};
+use crate::credentials::{CredentialSource, DockerConfig, PodCredentials};
+use crate::facts::{
+    AuthAttempt, Budget, Facts, FailureClass, ImageStatus, ResolveError, Resolved,
+    SecretProblemKind,
+};
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
-use crate::policy::{AuthAttempt, Facts, ImageStatus, RegistryNeed, Resolved};
-use crate::registry::budget::Budget;
-use crate::registry::{FailureClass, ImageResolver, ResolveError};
+use crate::policy::RegistryNeed;
+use crate::registry::ImageResolver;
 
 /// Time limits and parallelism of resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@ mod support;
 use std::time::Duration;
 
 use pullgate::config::{RateLimitProbe, Settings};
-use pullgate::registry::budget::{self, Budget};
+use pullgate::facts::Budget;
+use pullgate::registry::budget;
 use pullgate::registry::hosts::{RegistryHosts, RegistrySettings};
 use pullgate::server::probes;
 use support::registry::{self, ImageKind, Platform, RegistryOptions};

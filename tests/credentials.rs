@@ -7,10 +7,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec};
-use pullgate::credentials::{
-    CredentialOrigin, CredentialSource, KubeCredentialSource, PodCredentials, SecretProblem,
-    SecretProblemKind,
-};
+use pullgate::credentials::{CredentialSource, KubeCredentialSource, PodCredentials};
+use pullgate::facts::{CredentialOrigin, SecretProblem, SecretProblemKind};
 use pullgate::image::ImageRef;
 use support::kube::{
     FakeKube, dockerconfigjson_secret, secret_path, service_account, service_account_path,

@@ -23,9 +23,10 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Credential;
+use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::{ImageResolver, ManifestDigest, ResolveError};
+use crate::registry::ImageResolver;
 
 /// How long "this digest exists and this credential may pull it" is trusted.
 pub const EXISTENCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -275,7 +276,7 @@ impl ImageResolver for DiskCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::CredentialOrigin;
+    use crate::facts::CredentialOrigin;
 
     /// Counts calls; answers a fixed digest and platforms.
     #[derive(Default)]

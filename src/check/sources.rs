@@ -19,7 +19,8 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::credentials::{ApiError, CredentialSource, DockerConfig, SecretProblemKind};
+use crate::credentials::{ApiError, CredentialSource, DockerConfig};
+use crate::facts::SecretProblemKind;
 
 /// [`CredentialSource`] over the Secrets and ServiceAccounts of the input, keyed by (namespace, name).
 /// An object that is not in the input does not exist, as in a cluster without it. `Debug` lists names.

@@ -10,7 +10,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Map, Value};
 
-use super::{DOCKER_CONFIG_JSON, DOCKERCFG, SecretProblemKind};
+use super::{DOCKER_CONFIG_JSON, DOCKERCFG};
+use crate::facts::SecretProblemKind;
 use crate::image::ImageRef;
 
 /// The keyring key kubelet falls back to for Docker Hub images when nothing else matched.

@@ -10,11 +10,12 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use futures::future::{BoxFuture, join_all};
 use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec, Secret, ServiceAccount};
 
+use crate::facts::{CredentialOrigin, SecretProblem, SecretProblemKind};
 use crate::image::ImageRef;
 
 mod docker_config;
@@ -97,114 +98,6 @@ impl fmt::Debug for Credential {
 impl fmt::Display for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "user {:?} from {}", self.username, self.origin)
-    }
-}
-
-/// Where a [`Credential`] came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CredentialOrigin {
-    /// A secret listed in the pod's own `imagePullSecrets`.
-    PodSecret { secret: String },
-    /// A secret listed in the `imagePullSecrets` of the pod's ServiceAccount.
-    ServiceAccountSecret {
-        service_account: String,
-        secret: String,
-    },
-    /// The node's docker config file.
-    Node { file: PathBuf },
-}
-
-impl fmt::Display for CredentialOrigin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::PodSecret { secret } => write!(f, "secret {secret:?}"),
-            Self::ServiceAccountSecret {
-                service_account,
-                secret,
-            } => write!(f, "secret {secret:?} of ServiceAccount {service_account:?}"),
-            Self::Node { file } => write!(f, "node credentials ({})", file.display()),
-        }
-    }
-}
-
-/// What is wrong with one referenced secret (or, when [`SecretProblem::secret`] is empty, with
-/// the ServiceAccount lookup). No variant ever carries a secret value.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SecretProblemKind {
-    /// The secret (or ServiceAccount) does not exist in the pod's namespace.
-    NotFound,
-    /// The secret's type is neither `kubernetes.io/dockerconfigjson` nor `kubernetes.io/dockercfg`
-    /// (kubelet ignores it). `found` is the type, `Opaque` when unset.
-    WrongType { found: String },
-    /// The secret has the right type but no (or empty) data under its key.
-    MissingKey { key: &'static str },
-    /// The data is not a docker config. `reason` starts with the data key, e.g.
-    /// `.dockerconfigjson is not valid JSON: expected value at line 1 column 1`.
-    MalformedJson { reason: String },
-    /// An `auth` field is not base64 of `username:password`; `reason` names the data key and entry.
-    MalformedBase64 { reason: String },
-    /// The secret loaded but none of its entries matches this image's registry.
-    NoEntryForRegistry { registry: String },
-    /// The secret (or ServiceAccount) could not be read: no API, RBAC, network, timeout.
-    ApiUnavailable { reason: String },
-}
-
-impl SecretProblemKind {
-    /// What is wrong, without the subject (`not found`, `has no entry for reg.io`, ...).
-    fn reason(&self) -> String {
-        match self {
-            Self::NotFound => "not found".into(),
-            Self::WrongType { found } => {
-                format!("has type {found}, not {}", DOCKER_CONFIG_JSON.0)
-            }
-            Self::MissingKey { key } => format!("has no {key} data"),
-            Self::MalformedJson { reason } | Self::MalformedBase64 { reason } => reason.clone(),
-            Self::NoEntryForRegistry { registry } => format!("has no entry for {registry}"),
-            Self::ApiUnavailable { reason } => format!("could not be read: {reason}"),
-        }
-    }
-}
-
-/// A problem with one pull secret the pod refers to, directly or through its ServiceAccount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SecretProblem {
-    /// The secret's name; empty when the problem is the ServiceAccount lookup itself.
-    pub secret: String,
-    /// The ServiceAccount whose `imagePullSecrets` named the secret (or that could not be read).
-    pub service_account: Option<String>,
-    /// The pod's namespace, where the secret was looked up.
-    pub namespace: String,
-    pub kind: SecretProblemKind,
-}
-
-impl SecretProblem {
-    /// A namespace's `default` ServiceAccount that does not exist: it simply lends no secrets.
-    pub fn is_missing_default_service_account(&self) -> bool {
-        self.secret.is_empty()
-            && self.service_account.as_deref() == Some("default")
-            && self.kind == SecretProblemKind::NotFound
-    }
-}
-
-impl fmt::Display for SecretProblem {
-    /// One line, e.g. `secret "regcred" not found in namespace demo`,
-    /// `secret "regcred" of ServiceAccount "builder" has no entry for 127.0.0.1:5000`,
-    /// `ServiceAccount "default" in namespace demo could not be read: …`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.secret.as_str(), &self.service_account) {
-            ("", Some(account)) => write!(f, "ServiceAccount {account:?}")?,
-            (secret, Some(account)) => {
-                write!(f, "secret {secret:?} of ServiceAccount {account:?}")?;
-            }
-            (secret, None) => write!(f, "secret {secret:?}")?,
-        }
-        match &self.kind {
-            SecretProblemKind::NotFound => write!(f, " not found in namespace {}", self.namespace),
-            SecretProblemKind::ApiUnavailable { .. } => {
-                write!(f, " in namespace {} {}", self.namespace, self.kind.reason())
-            }
-            kind => write!(f, " {}", kind.reason()),
-        }
     }
 }
 

@@ -14,14 +14,12 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::image::{ImageRef, ImageRefError};
-use crate::workload::ContainerSpec;
+use crate::facts::{Facts, Resolved, truncate_chars};
 pub use file::{
     API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope,
     default_deprecations, load_dir, parse_file, policy_files,
 };
 use glob::Glob;
-pub use resolved::{AuthAttempt, ImageStatus, Resolved};
 
 /// Stable rule ids. Each appears in every message as `[rule-id]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -140,38 +138,6 @@ impl fmt::Display for Action {
     }
 }
 
-/// What the decision looks at: one pod spec's containers and the object's scope.
-#[derive(Debug, Clone, Default)]
-pub struct Facts {
-    pub namespace: String,
-    pub labels: BTreeMap<String, String>,
-    pub containers: Vec<ContainerFacts>,
-}
-
-/// One container to check, with its image parsed once.
-#[derive(Debug, Clone)]
-pub struct ContainerFacts {
-    pub spec: ContainerSpec,
-    pub image: Result<ImageRef, ImageRefError>,
-}
-
-impl ContainerFacts {
-    /// Parse the container's image.
-    pub fn new(spec: ContainerSpec) -> Self {
-        let image = spec.image.parse();
-        Self { spec, image }
-    }
-
-    /// What image globs are matched against: the normalised `registry/repository`, or the text as written
-    /// when it does not parse.
-    fn scope_name(&self) -> String {
-        match &self.image {
-            Ok(image) => image.name(),
-            Err(_) => self.spec.image.clone(),
-        }
-    }
-}
-
 /// One rule firing on one container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
@@ -207,16 +173,6 @@ impl Finding {
         );
         truncate_chars(&line, WARNING_MAX)
     }
-}
-
-/// Cut a string to at most `max` characters, marking the cut with `…`.
-pub fn truncate_chars(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
-    cut.push('…');
-    cut
 }
 
 /// The outcome: every finding, in container order.

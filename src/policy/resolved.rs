@@ -2,63 +2,14 @@
 //! registry rules that turn it into findings: `image-exists`, `platform-supported`, `pull-secret-valid`,
 //! `registry-reachable`, `registry-tls` and `rate-limited`. Wording follows the troubleshooting guide.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
+use super::RuleId;
 use super::rules::Outcome;
-use super::{ContainerFacts, RuleId};
-use crate::credentials::{CredentialOrigin, SecretProblem, SecretProblemKind};
+use crate::facts::{
+    AuthAttempt, ContainerFacts, CredentialOrigin, FailureClass, ImageStatus, Missing,
+    ResolveError, Resolved, SecretProblem, SecretProblemKind,
+};
 use crate::image::ImageRef;
 use crate::platform::{Platform, PlatformMatch, PodPlatforms};
-use crate::registry::budget::Budget;
-use crate::registry::{FailureClass, Missing, ResolveError};
-
-/// The registry's answers for one admission, by container image field path.
-#[derive(Debug, Clone, Default)]
-pub struct Resolved {
-    pub images: BTreeMap<String, ImageStatus>,
-    /// Where the pod may land (for messages).
-    pub pod_platforms: Option<PodPlatforms>,
-    /// Registries whose watched pull budget is below its threshold.
-    pub low_budgets: BTreeMap<String, Budget>,
-}
-
-/// One credential that was tried and failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthAttempt {
-    pub origin: CredentialOrigin,
-    pub error: ResolveError,
-}
-
-/// What resolving one image came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ImageStatus {
-    /// The image exists and the pod's credentials (or none) can pull it.
-    Found {
-        digest: String,
-        /// How the image's platforms compare with where the pod may land; `None` when not checked.
-        platforms: Option<Result<PlatformMatch, ResolveError>>,
-        /// Problems with referenced secrets that did not stop the pull (e.g. a missing secret for a public image).
-        secret_problems: Vec<SecretProblem>,
-    },
-    /// The registry says the tag, digest or repository does not exist.
-    NotFound(Missing),
-    /// The registry wants credentials and none of the pod's work.
-    AuthFailed {
-        /// Each credential tried, in kubelet's order.
-        attempts: Vec<AuthAttempt>,
-        /// Problems with referenced secrets (missing, wrong type, malformed, no entry for the host).
-        problems: Vec<SecretProblem>,
-        /// The anonymous answer, when no credential matched.
-        anonymous: Option<ResolveError>,
-        /// Pull secrets could not be read because no Kubernetes API is available.
-        api_unavailable: bool,
-    },
-    /// The registry could not be asked: network, TLS, rate limit or a broken answer.
-    Failed(ResolveError),
-    /// The admission's time budget ran out before the registry answered.
-    TimedOut(Duration),
-}
 
 /// The registry rule `id` for one container.
 pub(super) fn check(

@@ -1,7 +1,8 @@
 //! The static rules: each looks at one container's image reference and pull policy and, when it fires,
 //! says what is wrong and how to fix it. Wording follows the troubleshooting guide pullgate encodes.
 
-use super::{ContainerFacts, RuleConfig};
+use super::RuleConfig;
+use crate::facts::ContainerFacts;
 use crate::image::ImageRef;
 
 /// What a rule says when it fires.

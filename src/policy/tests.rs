@@ -5,7 +5,8 @@ use std::path::Path;
 use rstest::rstest;
 
 use super::*;
-use crate::workload::ContainerList;
+use crate::facts::ContainerFacts;
+use crate::workload::{ContainerList, ContainerSpec};
 
 fn container(name: &str, image: &str, pull_policy: Option<&str>) -> ContainerFacts {
     ContainerFacts::new(ContainerSpec {

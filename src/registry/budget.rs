@@ -6,18 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::ResolveError;
 use super::hosts::{Endpoint, Scheme};
-
-/// Pulls left in the current window.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Budget {
-    pub remaining: u64,
-    /// The allowance per window, when the registry says.
-    pub limit: Option<u64>,
-    /// The window in seconds (`w=`), when the registry says.
-    pub window_seconds: Option<u64>,
-}
+use crate::facts::{Budget, ResolveError};
 
 /// `76;w=21600` → (76, Some(21600)).
 fn parse_header(value: &str) -> Option<(u64, Option<u64>)> {
@@ -86,7 +76,7 @@ fn network(error: &reqwest::Error) -> ResolveError {
     if error.is_timeout() {
         ResolveError::Timeout
     } else {
-        ResolveError::Connect(crate::policy::truncate_chars(&error.to_string(), 160))
+        ResolveError::Connect(crate::facts::truncate_chars(&error.to_string(), 160))
     }
 }
 

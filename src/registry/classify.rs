@@ -5,7 +5,7 @@ use std::error::Error as StdError;
 
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 
-use super::{Missing, ResolveError};
+use crate::facts::{Missing, ResolveError};
 
 /// Classify an oci-client error.
 pub fn classify(error: &OciDistributionError) -> ResolveError {
@@ -113,7 +113,7 @@ fn tls_reason(chain: &str) -> String {
 
 /// Cap registry-supplied text: a hostile registry must not fill our messages.
 fn short(text: &str) -> String {
-    crate::policy::truncate_chars(text.trim(), 160)
+    crate::facts::truncate_chars(text.trim(), 160)
 }
 
 #[cfg(test)]

@@ -16,8 +16,9 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 
 use super::hosts::{Endpoint, RegistryHosts, Scheme};
-use super::{ImageResolver, ManifestDigest, ResolveError, classify};
+use super::{ImageResolver, classify};
 use crate::credentials::Credential;
+use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 use crate::telemetry::metrics::{Metrics, RegistryLabels, RegistryTimingLabels};
@@ -88,7 +89,7 @@ impl OciResolver {
         let registry = self.metrics.registry_label(registry);
         let outcome = match outcome {
             Ok(()) => "ok",
-            Err(error) => error.outcome_label(),
+            Err(error) => super::outcome_label(error),
         };
         self.metrics
             .registry_requests

@@ -1,0 +1,318 @@
+//! The nouns that policy, registry and credentials share: the facts of a subject (its namespace, labels and
+//! containers), what resolving an image came to, how a registry conversation failed, pull budgets, where a
+//! credential came from and what is wrong with a referenced secret, and the cap on quoted text.
+//!
+//! Plain data, no I/O and no network crates: `policy` decides on these types alone, and `registry`,
+//! `credentials` and `resolve` produce them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::image::{ImageRef, ImageRefError};
+use crate::platform::{PlatformMatch, PodPlatforms};
+use crate::workload::ContainerSpec;
+
+/// Secret type of a `config.json`-layout pull secret, the one kubelet reads besides `dockercfg`.
+pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
+
+/// What the decision looks at: one pod spec's containers and the object's scope.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    pub containers: Vec<ContainerFacts>,
+}
+
+/// One container to check, with its image parsed once.
+#[derive(Debug, Clone)]
+pub struct ContainerFacts {
+    pub spec: ContainerSpec,
+    pub image: Result<ImageRef, ImageRefError>,
+}
+
+impl ContainerFacts {
+    /// Parse the container's image.
+    pub fn new(spec: ContainerSpec) -> Self {
+        let image = spec.image.parse();
+        Self { spec, image }
+    }
+
+    /// What image globs are matched against: the normalised `registry/repository`, or the text as written
+    /// when it does not parse.
+    pub fn scope_name(&self) -> String {
+        match &self.image {
+            Ok(image) => image.name(),
+            Err(_) => self.spec.image.clone(),
+        }
+    }
+}
+
+/// The registry's answers for one admission, by container image field path.
+#[derive(Debug, Clone, Default)]
+pub struct Resolved {
+    pub images: BTreeMap<String, ImageStatus>,
+    /// Where the pod may land (for messages).
+    pub pod_platforms: Option<PodPlatforms>,
+    /// Registries whose watched pull budget is below its threshold.
+    pub low_budgets: BTreeMap<String, Budget>,
+}
+
+/// One credential that was tried and failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthAttempt {
+    pub origin: CredentialOrigin,
+    pub error: ResolveError,
+}
+
+/// What resolving one image came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageStatus {
+    /// The image exists and the pod's credentials (or none) can pull it.
+    Found {
+        digest: String,
+        /// How the image's platforms compare with where the pod may land; `None` when not checked.
+        platforms: Option<Result<PlatformMatch, ResolveError>>,
+        /// Problems with referenced secrets that did not stop the pull (e.g. a missing secret for a public image).
+        secret_problems: Vec<SecretProblem>,
+    },
+    /// The registry says the tag, digest or repository does not exist.
+    NotFound(Missing),
+    /// The registry wants credentials and none of the pod's work.
+    AuthFailed {
+        /// Each credential tried, in kubelet's order.
+        attempts: Vec<AuthAttempt>,
+        /// Problems with referenced secrets (missing, wrong type, malformed, no entry for the host).
+        problems: Vec<SecretProblem>,
+        /// The anonymous answer, when no credential matched.
+        anonymous: Option<ResolveError>,
+        /// Pull secrets could not be read because no Kubernetes API is available.
+        api_unavailable: bool,
+    },
+    /// The registry could not be asked: network, TLS, rate limit or a broken answer.
+    Failed(ResolveError),
+    /// The admission's time budget ran out before the registry answered.
+    TimedOut(Duration),
+}
+
+/// What a manifest lookup found missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Missing {
+    /// The tag (or the repository: distribution answers MANIFEST_UNKNOWN for both).
+    Manifest,
+    /// The registry said the repository name is unknown.
+    Repository,
+}
+
+/// How a registry conversation failed. Each maps to one rule of the policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// 404 MANIFEST_UNKNOWN / NAME_UNKNOWN: the tag, digest or repository does not exist.
+    #[error("not found")]
+    NotFound(Missing),
+    /// 401: no credentials, or the credentials were rejected.
+    #[error("unauthorized (401)")]
+    Unauthorized,
+    /// 403 DENIED: authenticated, but not allowed to pull this repository.
+    #[error("access denied (403)")]
+    Denied,
+    /// 429 TOOMANYREQUESTS.
+    #[error("rate limited (429){}", detail_suffix(.0))]
+    RateLimited(String),
+    /// The TLS handshake failed: unknown CA, expired or mismatched certificate, or a plain-HTTP server.
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
+    /// TCP connection refused.
+    #[error("connection refused")]
+    Refused,
+    /// The registry host name does not resolve.
+    #[error("DNS lookup failed: {0}")]
+    Dns(String),
+    /// No answer within the time allowed.
+    #[error("timed out")]
+    Timeout,
+    /// Any other failure to connect or to complete the exchange.
+    #[error("connection failed: {0}")]
+    Connect(String),
+    /// 5xx, or another unexpected status.
+    #[error("registry answered HTTP {status}")]
+    Server { status: u16 },
+    /// The registry answered something that is not a valid manifest or config.
+    #[error("invalid registry response: {0}")]
+    InvalidResponse(String),
+}
+
+fn detail_suffix(detail: &str) -> String {
+    if detail.is_empty() {
+        String::new()
+    } else {
+        format!(": {detail}")
+    }
+}
+
+/// The class of a failure, which decides the rule that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureClass {
+    NotFound,
+    Auth,
+    RateLimited,
+    Tls,
+    Unreachable,
+}
+
+impl ResolveError {
+    /// Which rule reports this failure.
+    pub fn class(&self) -> FailureClass {
+        match self {
+            Self::NotFound(_) => FailureClass::NotFound,
+            Self::Unauthorized | Self::Denied => FailureClass::Auth,
+            Self::RateLimited(_) => FailureClass::RateLimited,
+            Self::Tls(_) => FailureClass::Tls,
+            Self::Refused
+            | Self::Dns(_)
+            | Self::Timeout
+            | Self::Connect(_)
+            | Self::Server { .. }
+            | Self::InvalidResponse(_) => FailureClass::Unreachable,
+        }
+    }
+}
+
+/// A manifest digest, `sha256:<hex>`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ManifestDigest(pub String);
+
+impl fmt::Display for ManifestDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Pulls left in the current window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    pub remaining: u64,
+    /// The allowance per window, when the registry says.
+    pub limit: Option<u64>,
+    /// The window in seconds (`w=`), when the registry says.
+    pub window_seconds: Option<u64>,
+}
+
+/// Where a [`Credential`] came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialOrigin {
+    /// A secret listed in the pod's own `imagePullSecrets`.
+    PodSecret { secret: String },
+    /// A secret listed in the `imagePullSecrets` of the pod's ServiceAccount.
+    ServiceAccountSecret {
+        service_account: String,
+        secret: String,
+    },
+    /// The node's docker config file.
+    Node { file: PathBuf },
+}
+
+impl fmt::Display for CredentialOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::PodSecret { secret } => write!(f, "secret {secret:?}"),
+            Self::ServiceAccountSecret {
+                service_account,
+                secret,
+            } => write!(f, "secret {secret:?} of ServiceAccount {service_account:?}"),
+            Self::Node { file } => write!(f, "node credentials ({})", file.display()),
+        }
+    }
+}
+
+/// What is wrong with one referenced secret (or, when [`SecretProblem::secret`] is empty, with
+/// the ServiceAccount lookup). No variant ever carries a secret value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretProblemKind {
+    /// The secret (or ServiceAccount) does not exist in the pod's namespace.
+    NotFound,
+    /// The secret's type is neither `kubernetes.io/dockerconfigjson` nor `kubernetes.io/dockercfg`
+    /// (kubelet ignores it). `found` is the type, `Opaque` when unset.
+    WrongType { found: String },
+    /// The secret has the right type but no (or empty) data under its key.
+    MissingKey { key: &'static str },
+    /// The data is not a docker config. `reason` starts with the data key, e.g.
+    /// `.dockerconfigjson is not valid JSON: expected value at line 1 column 1`.
+    MalformedJson { reason: String },
+    /// An `auth` field is not base64 of `username:password`; `reason` names the data key and entry.
+    MalformedBase64 { reason: String },
+    /// The secret loaded but none of its entries matches this image's registry.
+    NoEntryForRegistry { registry: String },
+    /// The secret (or ServiceAccount) could not be read: no API, RBAC, network, timeout.
+    ApiUnavailable { reason: String },
+}
+
+impl SecretProblemKind {
+    /// What is wrong, without the subject (`not found`, `has no entry for reg.io`, ...).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::NotFound => "not found".into(),
+            Self::WrongType { found } => {
+                format!("has type {found}, not {}", DOCKER_CONFIG_JSON_TYPE)
+            }
+            Self::MissingKey { key } => format!("has no {key} data"),
+            Self::MalformedJson { reason } | Self::MalformedBase64 { reason } => reason.clone(),
+            Self::NoEntryForRegistry { registry } => format!("has no entry for {registry}"),
+            Self::ApiUnavailable { reason } => format!("could not be read: {reason}"),
+        }
+    }
+}
+
+/// A problem with one pull secret the pod refers to, directly or through its ServiceAccount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretProblem {
+    /// The secret's name; empty when the problem is the ServiceAccount lookup itself.
+    pub secret: String,
+    /// The ServiceAccount whose `imagePullSecrets` named the secret (or that could not be read).
+    pub service_account: Option<String>,
+    /// The pod's namespace, where the secret was looked up.
+    pub namespace: String,
+    pub kind: SecretProblemKind,
+}
+
+impl SecretProblem {
+    /// A namespace's `default` ServiceAccount that does not exist: it simply lends no secrets.
+    pub fn is_missing_default_service_account(&self) -> bool {
+        self.secret.is_empty()
+            && self.service_account.as_deref() == Some("default")
+            && self.kind == SecretProblemKind::NotFound
+    }
+}
+
+impl fmt::Display for SecretProblem {
+    /// One line, e.g. `secret "regcred" not found in namespace demo`,
+    /// `secret "regcred" of ServiceAccount "builder" has no entry for 127.0.0.1:5000`,
+    /// `ServiceAccount "default" in namespace demo could not be read: …`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.secret.as_str(), &self.service_account) {
+            ("", Some(account)) => write!(f, "ServiceAccount {account:?}")?,
+            (secret, Some(account)) => {
+                write!(f, "secret {secret:?} of ServiceAccount {account:?}")?;
+            }
+            (secret, None) => write!(f, "secret {secret:?}")?,
+        }
+        match &self.kind {
+            SecretProblemKind::NotFound => write!(f, " not found in namespace {}", self.namespace),
+            SecretProblemKind::ApiUnavailable { .. } => {
+                write!(f, " in namespace {} {}", self.namespace, self.kind.reason())
+            }
+            kind => write!(f, " {}", kind.reason()),
+        }
+    }
+}
+
+/// Cut a string to at most `max` characters, marking the cut with `…`.
+pub fn truncate_chars(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_owned();
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
