@@ -30,14 +30,14 @@ use futures::future::BoxFuture;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use pullgate::cache::{CacheSettings, CachedResolver};
+use pullgate::config::LogFormat;
+use pullgate::config::RegistrySettings;
 use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
 use pullgate::credentials::Credential;
 use pullgate::facts::{ManifestDigest, ResolveError};
 use pullgate::image::ImageRef;
 use pullgate::platform::Platform;
 use pullgate::registry::ImageResolver;
-use pullgate::registry::hosts::RegistrySettings;
-use pullgate::telemetry::LogFormat;
 use serde_json::{Value, json};
 use support::registry::{self, ImageKind, RegistryOptions, TestRegistry};
 
@@ -109,7 +109,7 @@ fn amd64() -> ImageKind {
 fn settings_for(reg: &TestRegistry) -> Settings {
     let mut settings = Settings::default();
     settings.registries.insert(
-        reg.host().to_owned(),
+        reg.host().parse().expect("registry host"),
         RegistrySettings {
             insecure: true,
             ..RegistrySettings::default()
@@ -410,7 +410,7 @@ async fn p2_cold_path(reg: &TestRegistry) -> anyhow::Result<Row> {
     let proxy = slow_proxy(reg.host().to_owned(), Duration::from_millis(100)).await?;
     let mut settings = Settings::default();
     settings.registries.insert(
-        proxy.clone(),
+        proxy.parse().expect("registry host"),
         RegistrySettings {
             insecure: true,
             ..Default::default()

@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::check::{
     CheckConfig, Input, LocalDockerConfig, OutputFormat, PolicySource, RegistryAccess,
 };
+use crate::config::LogFormat;
 use crate::config::{ConfigError, KubeApi, ServeConfig, Settings, TlsSource};
-use crate::telemetry::LogFormat;
 
 /// pullgate: no pod reaches ImagePullBackOff for a reason that could be known when it was applied.
 #[derive(Debug, Parser)]

@@ -2,15 +2,17 @@
 //! and the resolved configuration `serve` runs with.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use clap::ValueEnum;
+
+use crate::image::RegistryHost;
 use crate::platform::Platform;
-use crate::registry::hosts::RegistrySettings;
-use crate::telemetry::LogFormat;
 
 /// Default limit of an AdmissionReview body (the apiserver sends far less; 8 MiB leaves room for huge pods).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -23,7 +25,7 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Per-registry settings, keyed by the registry host as written in image references.
     #[serde(default)]
-    pub registries: BTreeMap<String, RegistrySettings>,
+    pub registries: BTreeMap<RegistryHost, RegistrySettings>,
     /// containerd's `certs.d` directory as on the nodes (`<dir>/<host>/hosts.toml`).
     pub containerd_hosts_dir: Option<PathBuf>,
     /// Platforms of the cluster's nodes, for pods without an arch/os constraint.
@@ -48,7 +50,7 @@ pub struct Settings {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimitProbe {
     /// Registry host as in image references, e.g. `docker.io`.
-    pub registry: String,
+    pub registry: RegistryHost,
     /// Repository probed; Docker documents `ratelimitpreview/test`.
     #[serde(default = "default_probe_repository")]
     pub repository: String,
@@ -94,6 +96,43 @@ impl Default for Settings {
             resolution: ResolutionSettings::default(),
             rate_limit_probes: Vec::new(),
         }
+    }
+}
+
+/// One entry of the `registries:` map, keyed by the registry host as in image references
+/// (`registry.example.com:5000`, `docker.io`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RegistrySettings {
+    /// Plain HTTP to the upstream registry (mirrors keep their URL's scheme).
+    #[serde(default)]
+    pub insecure: bool,
+    /// PEM file of CA certificates trusted besides the system roots, for the registry and mirrors.
+    pub ca: Option<PathBuf>,
+    /// Do not verify the TLS certificates of the registry and its mirrors (high risk).
+    #[serde(default)]
+    pub skip_verify: bool,
+    /// Tried before the upstream, in order: `https://mirror.example.com[:port][/path]`, `http://…`.
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, for log pipelines.
+    Json,
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        })
     }
 }
 
@@ -163,13 +202,6 @@ impl Default for ServerSettings {
     }
 }
 
-/// YAML parsing options for pullgate's own files: YAML 1.2 booleans, so `action: off` stays the word "off".
-pub(crate) fn yaml_options() -> serde_saphyr::Options {
-    let mut options = serde_saphyr::Options::default();
-    options.strict_booleans = true;
-    options
-}
-
 /// Why the config file was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -204,10 +236,12 @@ impl Settings {
 
     /// Validate the text of a config file; `file` is only used in errors.
     pub fn parse(file: &Path, text: &str) -> Result<Self, ConfigError> {
-        let value: serde_json::Value = serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|e| ConfigError::Yaml {
-                file: file.to_owned(),
-                reason: e.to_string(),
+        let value: serde_json::Value =
+            serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|e| {
+                ConfigError::Yaml {
+                    file: file.to_owned(),
+                    reason: e.to_string(),
+                }
             })?;
         if value.is_null() {
             return Ok(Self::default());
@@ -340,5 +374,22 @@ mod tests {
     fn invalid_files_name_the_key(#[case] text: &str, #[case] expected: &str) {
         let err = Settings::parse(Path::new("c.yaml"), text).expect_err("invalid");
         assert!(err.to_string().starts_with(expected), "{err}");
+    }
+
+    #[rstest]
+    #[case::scheme_in_key("https://r.example.com", "it has a URL scheme")]
+    #[case::path_in_key("r.example.com/team", "it has a path")]
+    #[case::bad_port_in_key("r.example.com:http", "has a port that is not a number")]
+    #[case::empty_key("''", "it is empty")]
+    fn bad_registry_key_is_rejected(#[case] key: &str, #[case] reason: &str) {
+        let text = format!("registries:\n  {key}: {{insecure: true}}\n");
+        let err = Settings::parse(Path::new("c.yaml"), &text).expect_err("bad key");
+        let err = err.to_string();
+        assert!(err.starts_with("c.yaml: registries"), "{err}");
+        assert!(
+            err.contains("is not a registry host as in image references"),
+            "{err}"
+        );
+        assert!(err.ends_with(reason), "{err}");
     }
 }

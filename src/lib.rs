@@ -35,3 +35,4 @@ pub mod resolve;
 pub mod server;
 pub mod telemetry;
 pub mod workload;
+pub mod yaml;

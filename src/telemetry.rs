@@ -1,28 +1,8 @@
 //! Logging: `tracing` with a text or JSON formatter, level from `RUST_LOG` (default `info`).
 
-use std::fmt;
-
-use clap::ValueEnum;
 use tracing_subscriber::EnvFilter;
 
-/// How log lines are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    #[default]
-    Text,
-    /// One JSON object per line, for log pipelines.
-    Json,
-}
-
-impl fmt::Display for LogFormat {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Text => "text",
-            Self::Json => "json",
-        })
-    }
-}
+use crate::config::LogFormat;
 
 /// Install the global subscriber. Call once, from `main`.
 pub fn init(format: LogFormat) {

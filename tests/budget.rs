@@ -7,10 +7,11 @@ mod support;
 
 use std::time::Duration;
 
+use pullgate::config::RegistrySettings;
 use pullgate::config::{RateLimitProbe, Settings};
 use pullgate::facts::Budget;
 use pullgate::registry::budget;
-use pullgate::registry::hosts::{RegistryHosts, RegistrySettings};
+use pullgate::registry::hosts::RegistryHosts;
 use pullgate::server::probes;
 use support::registry::{self, ImageKind, Platform, RegistryOptions};
 use support::scripted;
@@ -35,7 +36,7 @@ async fn the_probe_reads_the_budget_behind_a_bearer_challenge() {
         let hub = scripted::budgeted(7).await;
         let mut settings = Settings::default();
         settings.registries.insert(
-            hub.host.clone(),
+            hub.host.parse().expect("registry host"),
             RegistrySettings {
                 insecure: true,
                 ..Default::default()
@@ -76,7 +77,7 @@ async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
         let hub = scripted::budgeted(3).await;
         let mut settings = settings_for(&[&reg]);
         settings.registries.insert(
-            hub.host.clone(),
+            hub.host.parse().expect("registry host"),
             RegistrySettings {
                 insecure: true,
                 ..Default::default()
@@ -88,7 +89,7 @@ async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
 
         // The real registry's budget is watched through the scripted one (same probe, another address).
         let probe = RateLimitProbe {
-            registry: reg.host().to_owned(),
+            registry: reg.host().parse().expect("registry host"),
             repository: "ratelimitpreview/test".into(),
             interval_seconds: 1,
             warn_below: 20,

@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
+use pullgate::config::LogFormat;
 use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
 use pullgate::server::{self, Running};
-use pullgate::telemetry::LogFormat;
 use render::{Rendered, helm_template, kustomize, repo, run};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};

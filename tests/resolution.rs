@@ -400,8 +400,8 @@ async fn mirrors_are_tried_before_the_upstream() {
         let upstream = format!("127.0.0.1:{port}");
         let mut settings = Settings::default();
         settings.registries.insert(
-            upstream.clone(),
-            pullgate::registry::hosts::RegistrySettings {
+            upstream.parse().expect("registry host"),
+            pullgate::config::RegistrySettings {
                 insecure: true,
                 mirrors: vec![format!("http://{}", mirror.host())],
                 ..Default::default()

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pullgate::config::LogFormat;
 use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
 use pullgate::server::{self, Running, tls};
-use pullgate::telemetry::LogFormat;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;

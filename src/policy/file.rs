@@ -206,12 +206,12 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
 /// Parse the text of one policy file (one or more YAML documents).
 pub fn parse_file(file: &Path, text: &str) -> Result<Vec<PolicyDocument>, PolicyError> {
     let values: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple_with_options(text, crate::config::yaml_options()).map_err(
-            |e| PolicyError::Yaml {
+        serde_saphyr::from_multiple_with_options(text, crate::yaml::options()).map_err(|e| {
+            PolicyError::Yaml {
                 file: file.to_owned(),
                 reason: e.to_string(),
-            },
-        )?;
+            }
+        })?;
     let mut documents = Vec::new();
     for (index, value) in values.into_iter().enumerate() {
         if value.is_null() {

@@ -507,7 +507,7 @@ fn budget_probes(
         .iter()
         .filter_map(|probe| {
             let endpoint = hosts
-                .endpoints(&probe.registry)
+                .endpoints(probe.registry.as_str())
                 .into_iter()
                 .rfind(|e| !e.is_mirror)?;
             Some(tokio::spawn(probes::keep_probing(

@@ -30,12 +30,12 @@ pub async fn keep_probing(
         ticker.tick().await;
         match budget::probe(&client, &endpoint, &probe.repository).await {
             Ok(Some(found)) => {
-                resolver.set_budget(&probe.registry, found, probe.warn_below);
+                resolver.set_budget(probe.registry.as_str(), found, probe.warn_below);
                 let remaining = i64::try_from(found.remaining).unwrap_or(i64::MAX);
                 metrics
                     .ratelimit_remaining
                     .get_or_create(&BudgetLabels {
-                        registry: probe.registry.clone(),
+                        registry: probe.registry.to_string(),
                     })
                     .set(remaining);
                 tracing::debug!(registry = %probe.registry, remaining = found.remaining, "pull budget");

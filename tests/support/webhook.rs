@@ -8,9 +8,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt;
+use pullgate::config::RegistrySettings;
 use pullgate::config::Settings;
 use pullgate::policy::PolicySet;
-use pullgate::registry::hosts::RegistrySettings;
 use pullgate::resolve::Resolver;
 use pullgate::server::{AppState, PolicyStore, router};
 use pullgate::telemetry::metrics::Metrics;
@@ -24,7 +24,7 @@ pub fn settings_for(registries: &[&TestRegistry]) -> Settings {
     let mut settings = Settings::default();
     for reg in registries {
         settings.registries.insert(
-            reg.host().to_owned(),
+            reg.host().parse().expect("registry host"),
             RegistrySettings {
                 insecure: reg.ca_path().is_none(),
                 ca: reg.ca_path().map(Path::to_owned),
@@ -37,7 +37,7 @@ pub fn settings_for(registries: &[&TestRegistry]) -> Settings {
 
 pub fn insecure(settings: &mut Settings, host: &str) {
     settings.registries.insert(
-        host.to_owned(),
+        host.parse().expect("registry host"),
         RegistrySettings {
             insecure: true,
             ..RegistrySettings::default()

@@ -32,6 +32,9 @@ use rustls::RootCertStore;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::{self, PemObject};
 use serde::Deserialize;
+
+use crate::config::RegistrySettings;
+use crate::image::RegistryHost;
 use toml::Spanned;
 
 const DOCKER_HUB: &str = "docker.io";
@@ -40,24 +43,6 @@ const DEFAULT_DIR: &str = "_default";
 const API_ROOT: &str = "/v2";
 /// `hosts.toml` keys that change nothing pullgate could observe.
 const ACCEPTED_UNUSED: [&str; 2] = ["header", "dial_timeout"];
-
-/// One entry of the `registries:` map, keyed by the registry host as in image references
-/// (`registry.example.com:5000`, `docker.io`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct RegistrySettings {
-    /// Plain HTTP to the upstream registry (mirrors keep their URL's scheme).
-    #[serde(default)]
-    pub insecure: bool,
-    /// PEM file of CA certificates trusted besides the system roots, for the registry and mirrors.
-    pub ca: Option<PathBuf>,
-    /// Do not verify the TLS certificates of the registry and its mirrors (high risk).
-    #[serde(default)]
-    pub skip_verify: bool,
-    /// Tried before the upstream, in order: `https://mirror.example.com[:port][/path]`, `http://…`.
-    #[serde(default)]
-    pub mirrors: Vec<String>,
-}
 
 /// How to talk to an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -146,9 +131,6 @@ pub enum CaProblem {
 /// written: `registries."<host>".mirrors`, `<dir>/<host>/hosts.toml host."<url>".ca`, …
 #[derive(Debug, thiserror::Error)]
 pub enum HostsError {
-    /// A `registries:` key is not `host[:port]` as in image references.
-    #[error("registries.\"{key}\": not a registry host as in image references ({reason})")]
-    RegistryKey { key: String, reason: &'static str },
     /// A mirror, `server` or `[host."URL"]` URL is unusable.
     #[error("{origin}: {url:?} is not a usable URL")]
     Url {
@@ -188,7 +170,7 @@ pub enum HostsError {
 #[derive(Debug, Clone, Default)]
 pub struct RegistryHosts {
     /// From `registries:`: complete lists.
-    configured: BTreeMap<String, Vec<Endpoint>>,
+    configured: BTreeMap<RegistryHost, Vec<Endpoint>>,
     /// From the containerd hosts directory, by directory name. As in containerd, the last
     /// endpoint is the upstream, and an empty host there means "the registry's default upstream".
     host_dirs: BTreeMap<String, Vec<Endpoint>>,
@@ -198,12 +180,12 @@ impl RegistryHosts {
     /// Reads and checks everything: registry keys, mirror URLs, every `hosts.toml` under
     /// `containerd_hosts_dir`, and every CA file. Errors name the file and the key.
     pub fn load(
-        settings: &BTreeMap<String, RegistrySettings>,
+        settings: &BTreeMap<RegistryHost, RegistrySettings>,
         containerd_hosts_dir: Option<&Path>,
     ) -> Result<Self, HostsError> {
         let configured = settings
             .iter()
-            .map(|(key, entry)| Ok((key.clone(), configured_endpoints(key, entry)?)))
+            .map(|(key, entry)| Ok((key.clone(), configured_endpoints(key.as_str(), entry)?)))
             .collect::<Result<_, HostsError>>()?;
         let host_dirs = match containerd_hosts_dir {
             Some(root) => read_hosts_dir(root)?,
@@ -298,23 +280,6 @@ fn configured_endpoints(
         skip_verify,
         mirrors,
     } = settings;
-    let reason = if key.is_empty() {
-        "empty"
-    } else if key.contains("://") {
-        "it has a URL scheme"
-    } else if key.contains('/') {
-        "it has a path"
-    } else if key.contains(|c: char| c.is_whitespace() || c == '@') || !port_is_valid(key) {
-        "it is not host[:port]"
-    } else {
-        ""
-    };
-    if !reason.is_empty() {
-        return Err(HostsError::RegistryKey {
-            key: key.to_owned(),
-            reason,
-        });
-    }
     let scheme = if *insecure {
         Scheme::Http
     } else {
