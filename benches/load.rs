@@ -29,7 +29,6 @@ use axum::routing::{any, post};
 use futures::future::BoxFuture;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
-use pullgate::cache::{CacheSettings, CachedResolver};
 use pullgate::config::LogFormat;
 use pullgate::config::RegistrySettings;
 use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
@@ -38,6 +37,8 @@ use pullgate::facts::{ManifestDigest, ResolveError};
 use pullgate::image::ImageRef;
 use pullgate::platform::Platform;
 use pullgate::registry::ImageResolver;
+use pullgate::registry::RequestCounter;
+use pullgate::registry::cache::{CacheMetrics, CachedResolver};
 use serde_json::{Value, json};
 use support::registry::{self, ImageKind, RegistryOptions, TestRegistry};
 
@@ -529,6 +530,7 @@ impl ImageResolver for Instant100k {
         &'a self,
         image: &'a ImageRef,
         _: Option<&'a Credential>,
+        _: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
         let digest = format!("sha256:{:064x}", fxhash(&image.to_string()));
         Box::pin(async move { Ok(ManifestDigest(digest)) })
@@ -538,6 +540,7 @@ impl ImageResolver for Instant100k {
         _: &'a ImageRef,
         _: &'a ManifestDigest,
         _: Option<&'a Credential>,
+        _: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
         Box::pin(async {
             Ok(vec!["linux/amd64".parse().map_err(|_| {
@@ -592,17 +595,25 @@ async fn p4_memory() -> anyhow::Result<Vec<Row>> {
     }
     // The caches with 100k distinct entries (tag→digest and digest→platforms each).
     let before = rss_mib("self").unwrap_or(f64::NAN);
-    let cache = CachedResolver::new(Arc::new(Instant100k), CacheSettings::default());
+    let settings = Settings::default();
+    let cache = CachedResolver::new(
+        Arc::new(Instant100k),
+        pullgate::wiring::cache_settings(&settings.resolution),
+        Arc::new(CacheMetrics::register(
+            &mut pullgate::telemetry::metrics_registry(),
+        )),
+    );
+    let requests = RequestCounter::default();
     for i in 0..100_000 {
         let image: ImageRef = format!("registry.example.com/team{}/app{i}:v{}", i % 100, i % 7)
             .parse()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let digest = cache
-            .digest(&image, None)
+            .digest(&image, None, &requests)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         cache
-            .platforms(&image, &digest, None)
+            .platforms(&image, &digest, None, &requests)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -1,14 +1,12 @@
-//! AdmissionReview in, AdmissionReview out: decoding the request body, turning a request into the facts
-//! the policy looks at, and turning a verdict into the response. No policy logic lives here.
+//! AdmissionReview in, AdmissionReview out: decoding the request body, turning a request into the
+//! engine's [`Subject`], and turning a verdict into the response. No policy logic lives here.
 
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::response::StatusSummary;
 use serde_json::Value;
 
-use k8s_openapi::api::core::v1::PodSpec;
-
-use crate::facts::{ContainerFacts, Facts, Resolved};
+use crate::engine::{self, Decision, Subject};
 use crate::policy::{self, Action, PolicySet, Verdict};
 use crate::resolve::Resolver;
 use crate::workload::{Workload, WorkloadError, WorkloadKind};
@@ -130,17 +128,8 @@ pub fn checked_kind(req: &AdmissionRequest<DynamicObject>) -> Option<WorkloadKin
     }
 }
 
-/// What one request asks to be checked: the policy's facts and the pod spec they came from.
-#[derive(Debug, Clone)]
-pub struct Subject {
-    pub facts: Facts,
-    pub spec: PodSpec,
-}
-
-/// The facts to decide on, or `None` when there is nothing to check.
-///
-/// On UPDATE only containers whose image changed (or that are new) are checked, unless what decides how
-/// images are pulled or where the pod runs changed too: scaling must never be blocked by image checks.
+/// The subject to decide on, or `None` when there is nothing to check. On UPDATE only what changed is
+/// checked (see [`Subject::new`]).
 pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
     let Some(kind) = checked_kind(&req.review) else {
         return Ok(None);
@@ -154,82 +143,27 @@ pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
         (Operation::Update, Some(old)) => Workload::from_object(kind, old).ok(),
         _ => None,
     };
-    let mut containers = workload.containers();
-    if let Some(old) = old.filter(|old| !workload.pull_context_changed(old)) {
-        let before = old.containers();
-        containers.retain(|c| {
-            !before
-                .iter()
-                .any(|b| b.list == c.list && b.name == c.name && b.image == c.image)
-        });
-    }
     let namespace = req
         .review
         .namespace
         .clone()
-        .or(workload.namespace)
+        .or_else(|| workload.namespace.clone())
         .unwrap_or_default();
-    Ok(Some(Subject {
-        facts: Facts {
-            namespace,
-            labels: workload.labels,
-            containers: containers.into_iter().map(ContainerFacts::new).collect(),
-        },
-        spec: workload.spec,
-    }))
+    Ok(Some(Subject::new(workload, namespace, old.as_ref())))
 }
 
-impl Subject {
-    /// Every container of a workload (as on CREATE), with the namespace that scopes policies:
-    /// the object's own, else `default_namespace`. Used by `pullgate check`.
-    pub fn of_workload(workload: Workload, default_namespace: &str) -> Self {
-        let namespace = workload
-            .namespace
-            .clone()
-            .unwrap_or_else(|| default_namespace.to_owned());
-        let containers = workload.containers();
-        Self {
-            facts: Facts {
-                namespace,
-                labels: workload.labels,
-                containers: containers.into_iter().map(ContainerFacts::new).collect(),
-            },
-            spec: workload.spec,
-        }
-    }
-}
-
-/// The engine shared by `serve` and `check`: ask the registries what the policies need, then decide.
+/// The whole decision for one decoded request, with the engine's decision when there was one to make.
 /// Without a resolver, only the static rules can fire.
-pub async fn decide(
-    subject: &Subject,
-    policies: &PolicySet,
-    resolver: Option<&Resolver>,
-) -> Verdict {
-    let needs = policy::registry_needs(&subject.facts, policies);
-    let resolved = match resolver {
-        Some(resolver) => {
-            resolver
-                .resolve(&subject.spec, &subject.facts, &needs)
-                .await
-        }
-        None => Resolved::default(),
-    };
-    policy::evaluate(&subject.facts, &resolved, policies)
-}
-
-/// The whole decision for one decoded request, with the verdict when there was one to make. Without a
-/// resolver, only the static rules can fire.
 pub async fn review(
     req: &Request,
     policies: &PolicySet,
     resolver: Option<&Resolver>,
-) -> (AdmissionResponse, Option<Verdict>) {
+) -> (AdmissionResponse, Option<Decision>) {
     match subject(req) {
         Ok(None) => (AdmissionResponse::from(&req.review), None),
         Ok(Some(subject)) => {
-            let verdict = decide(&subject, policies, resolver).await;
-            (respond(&req.review, &verdict), Some(verdict))
+            let decision = engine::decide(&subject, policies, resolver).await;
+            (respond(&req.review, &decision.verdict), Some(decision))
         }
         Err(error) => {
             let mut response =

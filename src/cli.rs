@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
-use crate::check::{
-    CheckConfig, Input, LocalDockerConfig, OutputFormat, PolicySource, RegistryAccess,
-};
+use crate::check::{CheckConfig, Input, OutputFormat, PolicySource};
 use crate::config::LogFormat;
 use crate::config::{ConfigError, KubeApi, ServeConfig, Settings, TlsSource};
+use crate::credentials::LocalDockerConfig;
+use crate::wiring::RegistryAccess;
 
 /// pullgate: no pod reaches ImagePullBackOff for a reason that could be known when it was applied.
 #[derive(Debug, Parser)]
@@ -181,7 +181,7 @@ impl CheckArgs {
     pub fn into_config(self) -> Result<CheckConfig, CheckArgsError> {
         self.into_config_with(
             std::env::var_os("HOME").map(PathBuf::from),
-            crate::check::default_helper_path(),
+            crate::credentials::default_helper_path(),
         )
     }
 

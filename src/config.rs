@@ -340,6 +340,9 @@ impl ResolutionSettings {
     pub fn read_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.read_timeout_seconds)
     }
+    pub fn kubernetes_ttl(&self) -> Duration {
+        Duration::from_secs(self.kubernetes_ttl_seconds)
+    }
 }
 
 #[cfg(test)]

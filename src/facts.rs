@@ -49,6 +49,15 @@ impl ContainerFacts {
     }
 }
 
+/// What the registry must be asked for one container (from `policy::plan`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryNeed {
+    /// Some registry rule applies: resolve the image.
+    pub resolve: bool,
+    /// `platform-supported` applies: read the image's platforms too.
+    pub platforms: bool,
+}
+
 /// The registry's answers for one admission, by container image field path.
 #[derive(Debug, Clone, Default)]
 pub struct Resolved {
@@ -57,6 +66,8 @@ pub struct Resolved {
     pub pod_platforms: Option<PodPlatforms>,
     /// Registries whose watched pull budget is below its threshold.
     pub low_budgets: BTreeMap<String, Budget>,
+    /// Registry requests made while resolving (cache hits make none).
+    pub registry_calls: u32,
 }
 
 /// One credential that was tried and failed.

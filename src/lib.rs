@@ -21,11 +21,11 @@
 //! `check` drives the same engine (`admission::decide`) over manifest files, for CI.
 
 pub mod admission;
-pub mod cache;
 pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod engine;
 pub mod facts;
 pub mod image;
 pub mod platform;
@@ -34,5 +34,6 @@ pub mod registry;
 pub mod resolve;
 pub mod server;
 pub mod telemetry;
+pub mod wiring;
 pub mod workload;
 pub mod yaml;

@@ -1,24 +1,26 @@
 //! Resolving a pod's images against their registries, as the node would pull them: the pod's pull
 //! credentials in kubelet's order, every image in parallel (bounded per registry), each within the
 //! admission's time budget. The result is plain data ([`Resolved`]) for `policy::evaluate`.
+//!
+//! What server tasks learn while the resolver runs — the cluster's node platforms and low pull budgets —
+//! reaches it through [`Updates`] (`tokio::sync::watch` channels), never through shared locks.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
 use crate::credentials::{CredentialSource, DockerConfig, PodCredentials};
 use crate::facts::{
-    AuthAttempt, Budget, Facts, FailureClass, ImageStatus, ResolveError, Resolved,
+    AuthAttempt, Budget, Facts, FailureClass, ImageStatus, RegistryNeed, ResolveError, Resolved,
     SecretProblemKind,
 };
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
-use crate::policy::RegistryNeed;
-use crate::registry::ImageResolver;
+use crate::registry::{ImageResolver, RequestCounter};
 
 /// Time limits and parallelism of resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,27 +33,51 @@ pub struct ResolveSettings {
     pub per_registry: usize,
 }
 
-impl Default for ResolveSettings {
-    fn default() -> Self {
-        Self {
-            budget: Duration::from_secs(8),
-            per_image: Duration::from_secs(6),
-            per_registry: 16,
-        }
-    }
-}
-
 /// Everything resolution needs, built once at start-up.
 pub struct Resolver {
     images: Arc<dyn ImageResolver>,
     credentials: Option<Arc<dyn CredentialSource>>,
     node_credentials: Option<Arc<DockerConfig>>,
     /// Platforms of the cluster's nodes: from config, replaced by what Node labels say when discovered.
-    node_platforms: RwLock<Vec<Platform>>,
+    node_platforms: watch::Receiver<Vec<Platform>>,
     settings: ResolveSettings,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Watched pull budgets that are below their threshold, by registry.
-    low_budgets: RwLock<BTreeMap<String, Budget>>,
+    low_budgets: watch::Receiver<BTreeMap<String, Budget>>,
+}
+
+/// The sending side of what changes while the resolver runs: node platforms (discovery) and pull
+/// budgets (probes). Cheap to clone; every clone feeds the same resolver.
+#[derive(Debug, Clone)]
+pub struct Updates {
+    node_platforms: watch::Sender<Vec<Platform>>,
+    low_budgets: watch::Sender<BTreeMap<String, Budget>>,
+}
+
+impl Updates {
+    /// The node platforms in use.
+    pub fn node_platforms(&self) -> Vec<Platform> {
+        self.node_platforms.borrow().clone()
+    }
+
+    /// Replace the node platforms (from Node labels). An empty list is ignored: every pod must land
+    /// somewhere.
+    pub fn set_node_platforms(&self, platforms: Vec<Platform>) {
+        if !platforms.is_empty() {
+            self.node_platforms.send_replace(platforms);
+        }
+    }
+
+    /// Record a registry's pull budget: below `warn_below`, its images get a `rate-limited` warning.
+    pub fn set_budget(&self, registry: &str, budget: Budget, warn_below: u64) {
+        self.low_budgets.send_modify(|low| {
+            if budget.remaining < warn_below {
+                low.insert(registry.to_owned(), budget);
+            } else {
+                low.remove(registry);
+            }
+        });
+    }
 }
 
 impl std::fmt::Debug for Resolver {
@@ -59,61 +85,37 @@ impl std::fmt::Debug for Resolver {
         f.debug_struct("Resolver")
             .field("kubernetes_api", &self.credentials.is_some())
             .field("node_credentials", &self.node_credentials.is_some())
-            .field("node_platforms", &self.node_platforms())
+            .field("node_platforms", &*self.node_platforms.borrow())
             .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
 
 impl Resolver {
+    /// A resolver, and the [`Updates`] that change its node platforms and pull budgets later.
     pub fn new(
         images: Arc<dyn ImageResolver>,
         credentials: Option<Arc<dyn CredentialSource>>,
         node_credentials: Option<Arc<DockerConfig>>,
         node_platforms: Vec<Platform>,
         settings: ResolveSettings,
-    ) -> Self {
-        Self {
+    ) -> (Self, Updates) {
+        let (platforms_tx, platforms_rx) = watch::channel(node_platforms);
+        let (budgets_tx, budgets_rx) = watch::channel(BTreeMap::new());
+        let resolver = Self {
             images,
             credentials,
             node_credentials,
-            node_platforms: RwLock::new(node_platforms),
+            node_platforms: platforms_rx,
             settings,
             limits: Mutex::new(HashMap::new()),
-            low_budgets: RwLock::new(BTreeMap::new()),
-        }
-    }
-
-    /// Record a registry's pull budget: below `warn_below`, its images get a `rate-limited` warning.
-    pub fn set_budget(&self, registry: &str, budget: Budget, warn_below: u64) {
-        let mut low = match self.low_budgets.write() {
-            Ok(low) => low,
-            Err(poisoned) => poisoned.into_inner(),
+            low_budgets: budgets_rx,
         };
-        if budget.remaining < warn_below {
-            low.insert(registry.to_owned(), budget);
-        } else {
-            low.remove(registry);
-        }
-    }
-
-    /// The node platforms in use.
-    pub fn node_platforms(&self) -> Vec<Platform> {
-        match self.node_platforms.read() {
-            Ok(platforms) => platforms.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// Replace the node platforms (from Node labels). An empty list is ignored: every pod must land somewhere.
-    pub fn set_node_platforms(&self, platforms: Vec<Platform>) {
-        if platforms.is_empty() {
-            return;
-        }
-        match self.node_platforms.write() {
-            Ok(mut current) => *current = platforms,
-            Err(poisoned) => *poisoned.into_inner() = platforms,
-        }
+        let updates = Updates {
+            node_platforms: platforms_tx,
+            low_budgets: budgets_tx,
+        };
+        (resolver, updates)
     }
 
     /// The concurrency limit of one registry.
@@ -145,7 +147,7 @@ impl Resolver {
         if wanted.is_empty() {
             return resolved;
         }
-        let pod_platforms = platform::pod_platforms(spec, &self.node_platforms());
+        let pod_platforms = platform::pod_platforms(spec, &self.node_platforms.borrow());
         let gathered = tokio::time::timeout_at(
             deadline,
             PodCredentials::gather(
@@ -164,16 +166,23 @@ impl Resolver {
             }
             return resolved;
         };
+        let requests = RequestCounter::default();
         let lookups = wanted.iter().map(|(path, image, need)| {
             let credentials = &credentials;
             let pod_platforms = &pod_platforms;
+            let requests = &requests;
             async move {
                 let limit = self.limit(image.registry());
                 let own_deadline = (Instant::now() + self.settings.per_image).min(deadline);
                 let work = async {
                     let _permit = limit.acquire().await;
-                    self.resolve_one(image, credentials, need.platforms.then_some(pod_platforms))
-                        .await
+                    self.resolve_one(
+                        image,
+                        credentials,
+                        need.platforms.then_some(pod_platforms),
+                        requests,
+                    )
+                    .await
                 };
                 let status = tokio::time::timeout_at(own_deadline, work)
                     .await
@@ -185,16 +194,16 @@ impl Resolver {
             .await
             .into_iter()
             .collect();
-        if let Ok(low) = self.low_budgets.read() {
-            resolved.low_budgets = wanted
-                .iter()
-                .filter_map(|(_, image, _)| {
-                    let registry = image.registry();
-                    Some((registry.to_owned(), *low.get(registry)?))
-                })
-                .collect();
-        }
+        let low = self.low_budgets.borrow();
+        resolved.low_budgets = wanted
+            .iter()
+            .filter_map(|(_, image, _)| {
+                let registry = image.registry();
+                Some((registry.to_owned(), *low.get(registry)?))
+            })
+            .collect();
         resolved.pod_platforms = Some(pod_platforms);
+        resolved.registry_calls = requests.get();
         resolved
     }
 
@@ -205,12 +214,13 @@ impl Resolver {
         image: &ImageRef,
         credentials: &PodCredentials,
         pod_platforms: Option<&platform::PodPlatforms>,
+        requests: &RequestCounter,
     ) -> ImageStatus {
         let matching = credentials.for_image(image);
         let mut attempts = Vec::new();
         let mut found = None;
         if matching.candidates.is_empty() {
-            match self.images.digest(image, None).await {
+            match self.images.digest(image, None, requests).await {
                 Ok(digest) => found = Some((digest, None)),
                 Err(error) if error.class() == FailureClass::Auth => {
                     return ImageStatus::AuthFailed {
@@ -224,7 +234,7 @@ impl Resolver {
             }
         } else {
             for candidate in &matching.candidates {
-                match self.images.digest(image, Some(candidate)).await {
+                match self.images.digest(image, Some(candidate), requests).await {
                     Ok(digest) => {
                         found = Some((digest, Some(candidate)));
                         break;
@@ -250,7 +260,7 @@ impl Resolver {
         let platforms = match pod_platforms {
             Some(pod) => Some(
                 self.images
-                    .platforms(image, &digest, credential)
+                    .platforms(image, &digest, credential, requests)
                     .await
                     .map(|offered| platform::compare(&offered, pod)),
             ),
@@ -274,122 +284,6 @@ impl Resolver {
             digest: digest.0,
             platforms,
             secret_problems,
-        }
-    }
-}
-
-/// Why resolution could not be set up at start-up.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// Registry settings or containerd hosts files are invalid.
-    #[error(transparent)]
-    Hosts(#[from] crate::registry::hosts::HostsError),
-    /// The node credentials file is unreadable or malformed.
-    #[error("nodeCredentials {file}: {reason}")]
-    NodeCredentials {
-        file: std::path::PathBuf,
-        reason: String,
-    },
-}
-
-impl Resolver {
-    /// Build the production resolver from settings: registry endpoints (with CAs validated now), the
-    /// caches, node credentials, and pull-secret lookups through `kube` when an API is available.
-    pub fn from_settings(
-        settings: &crate::config::Settings,
-        kube: Option<kube::Client>,
-    ) -> Result<Self, SetupError> {
-        Self::from_settings_with_metrics(settings, kube, Arc::default())
-    }
-
-    /// [`Resolver::from_settings`], recording registry requests in `metrics`.
-    pub fn from_settings_with_metrics(
-        settings: &crate::config::Settings,
-        kube: Option<kube::Client>,
-        metrics: Arc<crate::telemetry::metrics::Metrics>,
-    ) -> Result<Self, SetupError> {
-        let oci = Arc::new(registry_resolver(settings, metrics.clone())?);
-        let cached = cached(settings, oci, metrics.clone());
-        let node_credentials = match &settings.node_credentials {
-            Some(file) => Some(Arc::new(node_credentials(file)?)),
-            None => None,
-        };
-        let credentials = kube.map(|client| {
-            Arc::new(
-                crate::credentials::KubeCredentialSource::new(
-                    client,
-                    Duration::from_secs(settings.resolution.kubernetes_ttl_seconds),
-                )
-                .with_metrics(metrics.clone()),
-            ) as Arc<dyn CredentialSource>
-        });
-        Ok(Self::new(
-            Arc::new(cached),
-            credentials,
-            node_credentials,
-            settings.node_platforms.clone(),
-            ResolveSettings::from(&settings.resolution),
-        ))
-    }
-}
-
-/// The registry-facing resolver for these settings: endpoints (CAs validated now), timeouts, metrics.
-/// Shared by `serve` and `check`.
-pub fn registry_resolver(
-    settings: &crate::config::Settings,
-    metrics: Arc<crate::telemetry::metrics::Metrics>,
-) -> Result<crate::registry::oci::OciResolver, SetupError> {
-    use crate::registry::hosts::RegistryHosts;
-    use crate::registry::oci::{OciResolver, Timeouts};
-    let r = &settings.resolution;
-    let hosts = RegistryHosts::load(
-        &settings.registries,
-        settings.containerd_hosts_dir.as_deref(),
-    )?;
-    Ok(OciResolver::new(
-        Arc::new(hosts),
-        Timeouts {
-            connect: r.connect_timeout(),
-            read: r.read_timeout(),
-        },
-    )
-    .with_metrics(metrics))
-}
-
-/// The in-memory caches in front of `inner`, with the settings' lifetimes.
-pub fn cached(
-    settings: &crate::config::Settings,
-    inner: Arc<dyn ImageResolver>,
-    metrics: Arc<crate::telemetry::metrics::Metrics>,
-) -> crate::cache::CachedResolver {
-    use crate::cache::{CacheSettings, CachedResolver};
-    let r = &settings.resolution;
-    CachedResolver::new(
-        inner,
-        CacheSettings {
-            tag_ttl: Duration::from_secs(r.tag_ttl_seconds),
-            not_found_ttl: Duration::from_secs(r.not_found_ttl_seconds),
-            max_entries: r.cache_entries,
-            ..CacheSettings::default()
-        },
-    )
-    .with_metrics(metrics)
-}
-
-/// Node-level credentials from a docker config file.
-pub fn node_credentials(file: &std::path::Path) -> Result<DockerConfig, SetupError> {
-    DockerConfig::from_file(file).map_err(|e| SetupError::NodeCredentials {
-        file: file.to_owned(),
-        reason: e.to_string(),
-    })
-}
-
-impl From<&crate::config::ResolutionSettings> for ResolveSettings {
-    fn from(r: &crate::config::ResolutionSettings) -> Self {
-        Self {
-            budget: r.budget(),
-            per_image: r.per_image_timeout(),
-            per_registry: r.per_registry_concurrency,
         }
     }
 }

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use pullgate::policy::PolicySet;
-use pullgate::server::{AppState, PolicyStore, router};
+use pullgate::server::{AppState, Metrics, PolicyStore, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -25,7 +25,7 @@ fn app() -> axum::Router {
         // Static rules only: these fixtures name public images, and tests stay on loopback.
         resolver: None,
         max_request_bytes: 8 * 1024 * 1024,
-        metrics: Default::default(),
+        metrics: Arc::new(Metrics::new(pullgate::telemetry::metrics_registry())),
     })
 }
 
@@ -440,7 +440,7 @@ async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
             policies: store.clone(),
             resolver: None,
             max_request_bytes: 1 << 20,
-            metrics: Default::default(),
+            metrics: Arc::new(Metrics::new(pullgate::telemetry::metrics_registry())),
         })
     };
     std::fs::write(dir.path().join("broken.yaml"), "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: b}\nspec: {rules: {tag-not-lates: {}}}\n").expect("write");

@@ -83,7 +83,7 @@ async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
                 ..Default::default()
             },
         );
-        let (app, resolver, metrics) = app_with_resolver(&settings, None, shipped_policies());
+        let (app, updates, metrics) = app_with_resolver(&settings, None, shipped_policies());
         let review = pod_review(one_container(&format!("{}/demo/app:v1", reg.host())));
         assert!(warnings(&admit(&app, &review).await).is_empty());
 
@@ -97,7 +97,7 @@ async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
         let task = tokio::spawn(probes::keep_probing(
             probe,
             upstream(&settings, &hub.host),
-            resolver.clone(),
+            updates.clone(),
             metrics.clone(),
         ));
         let gauge = format!(
@@ -125,7 +125,7 @@ async fn a_low_budget_warns_on_that_registrys_images_and_shows_in_metrics() {
         );
 
         // Back above the threshold: no warning.
-        resolver.set_budget(
+        updates.set_budget(
             reg.host(),
             Budget {
                 remaining: 80,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec};
-use pullgate::credentials::{CredentialSource, KubeCredentialSource, PodCredentials};
+use pullgate::credentials::{CredentialSource, KubeCredentialSource, KubeMetrics, PodCredentials};
 use pullgate::facts::{CredentialOrigin, SecretProblem, SecretProblemKind};
 use pullgate::image::ImageRef;
 use support::kube::{
@@ -17,6 +17,19 @@ use support::kube::{
 
 const NS: &str = "demo";
 const REGISTRY: &str = "127.0.0.1:5000";
+/// How long answers are reused by default (`resolution.kubernetesTtlSeconds`).
+fn default_ttl() -> Duration {
+    pullgate::config::Settings::default()
+        .resolution
+        .kubernetes_ttl()
+}
+
+/// Lookup metrics recorded into a registry these tests do not read.
+fn metrics() -> std::sync::Arc<KubeMetrics> {
+    std::sync::Arc::new(KubeMetrics::register(
+        &mut pullgate::telemetry::metrics_registry(),
+    ))
+}
 
 fn image() -> ImageRef {
     format!("{REGISTRY}/team/app:v1")
@@ -41,7 +54,7 @@ fn pod(pull_secrets: &[&str], service_account: Option<&str>) -> PodSpec {
 
 async fn fake_with_source(ttl: Duration) -> anyhow::Result<(FakeKube, KubeCredentialSource)> {
     let fake = FakeKube::start().await?;
-    let source = KubeCredentialSource::new(fake.client()?, ttl);
+    let source = KubeCredentialSource::new(fake.client()?, ttl, metrics());
     Ok((fake, source))
 }
 
@@ -58,7 +71,7 @@ fn kinds(problems: &[SecretProblem]) -> Vec<(&str, &SecretProblemKind)> {
 
 #[tokio::test]
 async fn pod_secret_is_found_and_matched() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_secret(
         NS,
         dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "s3cret")]),
@@ -86,7 +99,7 @@ async fn pod_secret_is_found_and_matched() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn service_account_secrets_when_the_pod_lists_none() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_service_account(NS, service_account("builder", &["sa-cred"]));
     fake.insert_secret(
         NS,
@@ -111,7 +124,7 @@ async fn service_account_secrets_when_the_pod_lists_none() -> anyhow::Result<()>
 
 #[tokio::test]
 async fn default_service_account_when_none_is_named() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_service_account(NS, service_account("default", &["default-cred"]));
     fake.insert_secret(
         NS,
@@ -128,7 +141,7 @@ async fn default_service_account_when_none_is_named() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn pod_secrets_win_over_service_account_secrets() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_service_account(NS, service_account("builder", &["sa-cred"]));
     fake.insert_secret(
         NS,
@@ -155,7 +168,7 @@ async fn pod_secrets_win_over_service_account_secrets() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn missing_wrong_type_and_malformed_secrets_are_problems() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_secret(
         NS,
         typed_secret("opaque", "Opaque", &[(".dockerconfigjson", b"{}")]),
@@ -252,7 +265,7 @@ async fn missing_wrong_type_and_malformed_secrets_are_problems() -> anyhow::Resu
 
 #[tokio::test]
 async fn missing_service_account_is_a_problem() -> anyhow::Result<()> {
-    let (_fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (_fake, source) = fake_with_source(default_ttl()).await?;
 
     let credentials = gather(&source, &pod(&[], Some("ghost"))).await;
 
@@ -267,7 +280,7 @@ async fn missing_service_account_is_a_problem() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn forbidden_reads_make_the_api_unavailable() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_secret(
         NS,
         dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]),
@@ -292,7 +305,7 @@ async fn forbidden_reads_make_the_api_unavailable() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_gathers_share_one_request_and_the_ttl_serves_repeats() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_secret(
         NS,
         dockerconfigjson_secret("regcred", &[(REGISTRY, "alice", "pw")]),
@@ -354,7 +367,7 @@ async fn answers_expire_after_the_ttl_and_not_found_is_cached_too() -> anyhow::R
 
 #[tokio::test]
 async fn errors_are_not_cached() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.forbid(&secret_path(NS, "regcred"));
     let spec = pod(&["regcred"], None);
 
@@ -367,7 +380,7 @@ async fn errors_are_not_cached() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn slow_api_times_out_as_unavailable() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     let source = source.with_timeout(Duration::from_millis(200));
     fake.set_delay(Duration::from_secs(5));
 
@@ -415,7 +428,7 @@ async fn without_an_api_secrets_are_not_verifiable() {
 
 #[tokio::test]
 async fn node_credentials_come_after_pod_secrets() -> anyhow::Result<()> {
-    let (fake, source) = fake_with_source(KubeCredentialSource::DEFAULT_TTL).await?;
+    let (fake, source) = fake_with_source(default_ttl()).await?;
     fake.insert_secret(
         NS,
         dockerconfigjson_secret("regcred", &[(REGISTRY, "pod-user", "a")]),
@@ -448,7 +461,7 @@ async fn unreachable_api_is_unavailable() -> anyhow::Result<()> {
     let fake = FakeKube::start().await?;
     let client = fake.client()?;
     drop(fake); // nothing listens on its port any more
-    let source = KubeCredentialSource::new(client, KubeCredentialSource::DEFAULT_TTL)
+    let source = KubeCredentialSource::new(client, default_ttl(), metrics())
         .with_timeout(Duration::from_secs(3));
 
     let credentials = gather(&source, &pod(&["regcred"], None)).await;

@@ -85,7 +85,7 @@ async fn discovered_arm64_nodes_turn_an_amd64_only_image_into_a_warning() {
             ],
         );
         let settings = settings_for(&[&reg]);
-        let (app, resolver, _) = app_with_resolver(
+        let (app, updates, _) = app_with_resolver(
             &settings,
             Some(kube.client().expect("client")),
             shipped_policies(),
@@ -93,7 +93,7 @@ async fn discovered_arm64_nodes_turn_an_amd64_only_image_into_a_warning() {
         let review = pod_review(one_container(&format!("{}/demo/app:v1", reg.host())));
         // Configured nodePlatforms (linux/amd64): nothing to say.
         assert!(warnings(&admit(&app, &review).await).is_empty());
-        resolver.set_node_platforms(
+        updates.set_node_platforms(
             nodes::discover(kube.client().expect("client"))
                 .await
                 .expect("listed"),

@@ -4,9 +4,10 @@
 //! -f files, dirs, stdin -> input   (documents: YAML or JSON, with file, index and lines)
 //!                       -> objects (workloads of every pod-template kind; pull Secrets, ServiceAccounts;
 //!                                   List / <Kind>List opened; input errors)
-//!                       -> engine  (admission::decide, as serve: same policies, resolution, messages;
-//!                                   credentials from the input and the local docker config;
-//!                                   --cache-dir on disk; --offline: registry rules skipped)
+//!                       -> engine  (engine::decide, as serve: same policies, resolution, messages;
+//!                                   the resolver from wiring::check: credentials from the input
+//!                                   and the local docker config, --cache-dir on disk;
+//!                                   --offline: no resolver, the plan's registry rules skipped)
 //!                       -> output  (text | json | junit | sarif | github) and the exit code
 //! ```
 //!
@@ -14,30 +15,30 @@
 //! or input errors (a document that does not parse, a workload whose pod spec cannot be read, a file
 //! that cannot be read) — input errors win over findings, since the check is incomplete.
 
-mod cache;
-mod engine;
 mod input;
 mod objects;
 mod output;
-mod sources;
 
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use futures::StreamExt;
 
-pub use cache::{CacheDirError, DiskCache, EXISTENCE_TTL};
-pub use engine::{RegistryAccess, SetupError, registry_rules};
 pub use input::{Input, STDIN_NAME, scan_images};
 pub use objects::InputError;
 pub use output::{
     ContainerReport, FileReport, Item, JSON_SCHEMA, ObjectReport, OutputFormat, Report, Summary,
     summary_line,
 };
-pub use sources::{HELPER_TIMEOUT, LocalDockerConfig, ManifestCredentials, default_helper_path};
 
 use crate::config::Settings;
-use crate::policy::{LoadedPolicy, PolicyError, PolicySet, parse_file};
+use crate::credentials::ManifestCredentials;
+use crate::engine::{self, Decision, Subject};
+use crate::policy::{self, LoadedPolicy, PolicyError, PolicySet, parse_file};
+use crate::resolve::Resolver;
+use crate::wiring::{self, RegistryAccess};
+use crate::workload::Workload;
 use objects::{Entry, Manifests};
 
 /// The shipped `policies/default.yaml`, used when no `--policies` directory is given.
@@ -145,10 +146,23 @@ pub async fn run(config: CheckConfig, io: Io<'_>) -> Exit {
     let online = match &config.registry {
         None => None,
         Some(access) => {
-            let list: Vec<&crate::workload::Workload> =
-                workloads.iter().map(|w| &w.workload).collect();
-            let registries = engine::registries_to_ask(&list, &policies, &config.namespace);
-            match engine::online(&config.settings, access, &manifests, &registries).await {
+            let list: Vec<&Workload> = workloads.iter().map(|w| &w.workload).collect();
+            let registries = registries_to_ask(&list, &policies, &config.namespace);
+            let credentials = ManifestCredentials::new(
+                manifests.secrets.clone(),
+                manifests.service_accounts.clone(),
+            );
+            // `check` exports no metrics: the parts record into a registry nobody reads.
+            let mut unexported = prometheus_client::registry::Registry::default();
+            match wiring::check(
+                &config.settings,
+                access,
+                credentials,
+                &registries,
+                &mut unexported,
+            )
+            .await
+            {
                 Ok(online) => Some(online),
                 Err(error) => {
                     say(error.to_string());
@@ -163,9 +177,9 @@ pub async fn run(config: CheckConfig, io: Io<'_>) -> Exit {
         }
     }
     let resolver = online.as_ref().map(|o| &o.resolver);
-    let checked: Vec<engine::Checked> = futures::stream::iter(&workloads)
+    let checked: Vec<Checked> = futures::stream::iter(&workloads)
         .map(|entry| {
-            engine::check(
+            check(
                 entry.workload.clone(),
                 &config.namespace,
                 &policies,
@@ -201,8 +215,50 @@ pub async fn run(config: CheckConfig, io: Io<'_>) -> Exit {
     }
 }
 
+/// The registries the registry rules will ask, over every workload of the input.
+fn registries_to_ask(
+    workloads: &[&Workload],
+    policies: &PolicySet,
+    namespace: &str,
+) -> BTreeSet<String> {
+    let mut registries = BTreeSet::new();
+    for workload in workloads {
+        let subject = Subject::of_workload((*workload).clone(), namespace);
+        let plan = policy::plan(&subject.facts, policies);
+        for (container, plan) in subject.facts.containers.iter().zip(plan) {
+            if let (true, Ok(image)) = (plan.need().resolve, &container.image) {
+                registries.insert(image.registry().to_owned());
+            }
+        }
+    }
+    registries
+}
+
+/// What checking one workload found.
+#[derive(Debug, Clone)]
+struct Checked {
+    /// The namespace the policies were scoped with.
+    namespace: String,
+    decision: Decision,
+}
+
+/// Check one workload with the webhook's engine.
+async fn check(
+    workload: Workload,
+    namespace: &str,
+    policies: &PolicySet,
+    resolver: Option<&Resolver>,
+) -> Checked {
+    let subject = Subject::of_workload(workload, namespace);
+    let decision = engine::decide(&subject, policies, resolver).await;
+    Checked {
+        namespace: subject.facts.namespace,
+        decision,
+    }
+}
+
 /// Put each workload's verdict next to its containers, in input order.
-fn build_report(manifests: &Manifests, checked: Vec<engine::Checked>, offline: bool) -> Report {
+fn build_report(manifests: &Manifests, checked: Vec<Checked>, offline: bool) -> Report {
     let mut checked = checked.into_iter();
     let files = manifests
         .files
@@ -225,11 +281,12 @@ fn build_report(manifests: &Manifests, checked: Vec<engine::Checked>, offline: b
     Report { files, offline }
 }
 
-fn object_report(entry: &objects::WorkloadEntry, checked: engine::Checked) -> ObjectReport {
-    let engine::Checked {
+fn object_report(entry: &objects::WorkloadEntry, checked: Checked) -> ObjectReport {
+    let Checked {
         namespace,
-        verdict,
-        skipped,
+        decision: Decision {
+            verdict, skipped, ..
+        },
     } = checked;
     let containers = entry
         .workload

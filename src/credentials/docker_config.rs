@@ -170,6 +170,23 @@ impl DockerConfig {
             }
             Layout::Legacy => object,
         };
+        Self::from_auths(auths, Some(source))
+    }
+
+    /// The entries of an `auths` object (`{KEY: {"auth": …} | {"username": …, "password": …}}`), as
+    /// kubelet reads them. `source` names the data in messages (`.dockerconfigjson`); without it, the
+    /// messages start with the entry (`entry "r.io" field "auth" is not valid base64: …`).
+    pub fn from_auths(
+        auths: &Map<String, Value>,
+        source: Option<&str>,
+    ) -> Result<Self, SecretProblemKind> {
+        let named = |what: String| match source {
+            Some(source) => format!("{source} {what}"),
+            None => what,
+        };
+        let malformed = |what: String| SecretProblemKind::MalformedJson {
+            reason: named(what),
+        };
         let mut entries = Vec::with_capacity(auths.len());
         for (key, value) in auths {
             let fields = value
@@ -186,7 +203,7 @@ impl DockerConfig {
             // As kubelet: a non-empty `auth` wins over `username`/`password`.
             let (username, password) = if !auth.is_empty() {
                 decode_auth(auth).map_err(|why| SecretProblemKind::MalformedBase64 {
-                    reason: format!("{source} entry {key:?} field \"auth\" {why}"),
+                    reason: named(format!("entry {key:?} field \"auth\" {why}")),
                 })?
             } else if username.is_empty() && password.is_empty() {
                 continue; // no credentials at all (e.g. only an identitytoken): nothing to try

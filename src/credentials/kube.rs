@@ -9,6 +9,10 @@ use futures::future::BoxFuture;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use moka::future::Cache;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
 use serde::de::DeserializeOwned;
 
 use super::CredentialSource;
@@ -73,6 +77,31 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 type Lookups<K> = Cache<(String, String), Option<K>>;
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    resource: &'static str,
+    outcome: &'static str,
+}
+
+/// `pullgate_kubernetes_lookups`: API reads (not cache hits), by resource and outcome.
+#[derive(Debug)]
+pub struct KubeMetrics {
+    lookups: Family<LookupLabels, Counter>,
+}
+
+impl KubeMetrics {
+    /// Register the Kubernetes lookup metrics on `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "kubernetes_lookups",
+            "Kubernetes API reads, by resource and outcome",
+            lookups.clone(),
+        );
+        Self { lookups }
+    }
+}
+
 /// [`CredentialSource`] over a kube client: each `get` has a deadline, answers (including "not
 /// found") are cached for a short TTL, concurrent lookups of one object share one request, and
 /// errors are not cached. `Debug` shows settings only, never cached secrets.
@@ -83,12 +112,10 @@ pub struct KubeCredentialSource {
     service_accounts: Lookups<ServiceAccount>,
     ttl: Duration,
     timeout: Duration,
-    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    metrics: std::sync::Arc<KubeMetrics>,
 }
 
 impl KubeCredentialSource {
-    /// How long an answer is reused: a rotated secret is seen within this time.
-    pub const DEFAULT_TTL: Duration = Duration::from_secs(30);
     /// Deadline of one `get`.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
     /// Longest reuse of "not found": someone told to create a secret sees it on their next try.
@@ -96,8 +123,9 @@ impl KubeCredentialSource {
     /// Most objects of each kind kept.
     const CAPACITY: u64 = 10_000;
 
-    /// Answers are reused for `ttl`, "not found" for at most [`Self::MAX_NOT_FOUND_TTL`].
-    pub fn new(client: kube::Client, ttl: Duration) -> Self {
+    /// Answers are reused for `ttl` (a rotated secret is seen within this time), "not found" for at most
+    /// [`Self::MAX_NOT_FOUND_TTL`]; API reads are counted in `metrics`.
+    pub fn new(client: kube::Client, ttl: Duration, metrics: std::sync::Arc<KubeMetrics>) -> Self {
         fn cache<K: Clone + Send + Sync + 'static>(ttl: Duration) -> Lookups<K> {
             Cache::builder()
                 .max_capacity(KubeCredentialSource::CAPACITY)
@@ -113,17 +141,8 @@ impl KubeCredentialSource {
             service_accounts: cache(ttl),
             ttl,
             timeout: Self::DEFAULT_TIMEOUT,
-            metrics: std::sync::Arc::default(),
+            metrics,
         }
-    }
-
-    /// Counts API reads (actual requests, not cache hits) in `metrics`.
-    pub fn with_metrics(
-        mut self,
-        metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
-    ) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// Sets the deadline of each `get` (default [`Self::DEFAULT_TIMEOUT`]).
@@ -169,8 +188,8 @@ impl KubeCredentialSource {
                 "serviceaccounts"
             };
             metrics
-                .kube_lookups
-                .get_or_create(&crate::telemetry::metrics::KubeLabels { resource, outcome })
+                .lookups
+                .get_or_create(&LookupLabels { resource, outcome })
                 .inc();
             answer
         };

@@ -20,12 +20,19 @@ use crate::image::ImageRef;
 
 mod docker_config;
 mod kube;
+mod local;
+mod manifest;
 #[cfg(test)]
 mod tests;
 
 use self::docker_config::keyring_lookup;
 pub use self::docker_config::{DockerConfig, NodeConfigError};
-pub use self::kube::{ApiError, KubeCredentialSource};
+pub use self::kube::{ApiError, KubeCredentialSource, KubeMetrics};
+pub use self::local::{
+    HELPER_TIMEOUT, LocalConfigError, LocalCredentials, LocalDockerConfig, default_helper_path,
+    local_credentials,
+};
+pub use self::manifest::ManifestCredentials;
 
 /// Secret type (and its data key) of a `config.json`-layout pull secret.
 const DOCKER_CONFIG_JSON: (&str, &str) = ("kubernetes.io/dockerconfigjson", ".dockerconfigjson");

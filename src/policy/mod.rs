@@ -8,13 +8,13 @@ pub mod glob;
 mod resolved;
 mod rules;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{Facts, Resolved, truncate_chars};
+use crate::facts::{Facts, RegistryNeed, Resolved, truncate_chars};
 pub use file::{
     API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope,
     default_deprecations, load_dir, parse_file, policy_files,
@@ -347,27 +347,36 @@ impl PolicySet {
     }
 }
 
-/// What the registry must be asked for one container.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct RegistryNeed {
-    /// Some registry rule applies: resolve the image.
-    pub resolve: bool,
-    /// `platform-supported` applies: read the image's platforms too.
-    pub platforms: bool,
+/// Which registry rules the policies run on one container: the plan that says what the registry must
+/// be asked (or, offline, which rules were skipped).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerPlan {
+    /// The registry rules that apply, in rule order; empty when the registry is not asked at all.
+    pub registry_rules: BTreeSet<RuleId>,
 }
 
-/// For each container of `facts` (same order), what the registry must be asked — nothing when no
-/// applicable policy runs a registry rule on it, when its reference is invalid, or when
-/// `imagePullPolicy: Never` means the node never pulls it.
-pub fn registry_needs(facts: &Facts, policies: &PolicySet) -> Vec<RegistryNeed> {
+impl ContainerPlan {
+    /// What the registry must be asked for this container.
+    pub fn need(&self) -> RegistryNeed {
+        RegistryNeed {
+            resolve: !self.registry_rules.is_empty(),
+            platforms: self.registry_rules.contains(&RuleId::PlatformSupported),
+        }
+    }
+}
+
+/// For each container of `facts` (same order), the registry rules the applicable policies run on it —
+/// none when no applicable policy runs a registry rule on it, when its reference is invalid, or when
+/// `imagePullPolicy: Never` means the node never pulls it. Rules set to `off` never run.
+pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
     facts
         .containers
         .iter()
         .map(|container| {
-            let mut need = RegistryNeed::default();
+            let mut plan = ContainerPlan::default();
             let pulls = container.spec.pull_policy.as_deref() != Some("Never");
             if container.image.is_err() || !pulls {
-                return need;
+                return plan;
             }
             let scope = container.scope_name();
             for policy in policies
@@ -375,13 +384,15 @@ pub fn registry_needs(facts: &Facts, policies: &PolicySet) -> Vec<RegistryNeed> 
                 .iter()
                 .filter(|p| p.applies_to_object(facts) && p.applies_to_image(&scope))
             {
-                for (_, config) in &policy.rules {
-                    let id = config.id();
-                    need.resolve |= id.needs_registry();
-                    need.platforms |= id == RuleId::PlatformSupported;
-                }
+                plan.registry_rules.extend(
+                    policy
+                        .rules
+                        .iter()
+                        .map(|(_, config)| config.id())
+                        .filter(|id| id.needs_registry()),
+                );
             }
-            need
+            plan
         })
         .collect()
 }

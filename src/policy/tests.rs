@@ -218,3 +218,57 @@ fn typical_warning_is_short() {
     let warning = verdict.findings[0].warning_line();
     assert!(warning.chars().count() <= 120, "{warning}");
 }
+
+const SHIPPED: &str = include_str!("../../policies/default.yaml");
+
+/// The registry rules `plan` lists for each container.
+fn planned(facts: &Facts, policies: &PolicySet) -> Vec<Vec<RuleId>> {
+    plan(facts, policies)
+        .into_iter()
+        .map(|p| p.registry_rules.into_iter().collect())
+        .collect()
+}
+
+#[test]
+fn every_registry_rule_of_the_shipped_policy_is_planned() {
+    let facts = facts("demo", vec![container("a", "r.io/a:1", None)]);
+    let all: Vec<RuleId> = RuleId::ALL
+        .into_iter()
+        .filter(|r| r.needs_registry())
+        .collect();
+    assert_eq!(planned(&facts, &policies(SHIPPED)), vec![all]);
+    let need = plan(&facts, &policies(SHIPPED))[0].need();
+    assert!(need.resolve && need.platforms, "{need:?}");
+}
+
+#[test]
+fn containers_the_registry_is_not_asked_about_have_no_plan() {
+    let facts = facts(
+        "demo",
+        vec![
+            container("never", "r.io/a:1", Some("Never")),
+            container("invalid", "Bad:Ref", None),
+            container("checked", "r.io/b:1", None),
+        ],
+    );
+    let rules = planned(&facts, &policies(SHIPPED));
+    assert!(rules[0].is_empty() && rules[1].is_empty(), "{rules:?}");
+    assert_eq!(rules[2].len(), 6, "{rules:?}");
+    assert!(!plan(&facts, &policies(SHIPPED))[0].need().resolve);
+}
+
+#[test]
+fn plan_scoping_and_off_actions_are_the_policys() {
+    let text = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec:\n  exclude: {namespaces: [kube-system]}\n  rules:\n    image-exists: {action: deny}\n    platform-supported: {action: off}\n    tag-not-latest: {action: deny}\n";
+    let scoped = facts("demo", vec![container("a", "r.io/a:1", None)]);
+    assert_eq!(
+        planned(&scoped, &policies(text)),
+        vec![vec![RuleId::ImageExists]]
+    );
+    assert!(!plan(&scoped, &policies(text))[0].need().platforms);
+    let excluded = facts("kube-system", vec![container("a", "r.io/a:1", None)]);
+    assert_eq!(
+        planned(&excluded, &policies(text)),
+        vec![Vec::<RuleId>::new()]
+    );
+}

@@ -16,12 +16,11 @@ use oci_client::{Client, Reference};
 use serde::Deserialize;
 
 use super::hosts::{Endpoint, RegistryHosts, Scheme};
-use super::{ImageResolver, classify};
+use super::{ImageResolver, RegistryMetrics, RequestCounter, classify};
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::telemetry::metrics::{Metrics, RegistryLabels, RegistryTimingLabels};
 
 /// Media types accepted for a manifest GET: OCI and Docker v2, single images and indexes.
 const MANIFEST_TYPES: [&str; 4] = [
@@ -41,68 +40,30 @@ pub struct Timeouts {
     pub read: Duration,
 }
 
-impl Default for Timeouts {
-    fn default() -> Self {
-        Self {
-            connect: Duration::from_secs(3),
-            read: Duration::from_secs(5),
-        }
-    }
-}
-
 /// Resolves images with oci-client against the endpoints [`RegistryHosts`] gives for each registry.
 pub struct OciResolver {
     hosts: Arc<RegistryHosts>,
     timeouts: Timeouts,
-    metrics: Arc<Metrics>,
+    metrics: Arc<RegistryMetrics>,
     clients: moka::sync::Cache<(String, String), Arc<Client>>,
 }
 
 impl OciResolver {
-    pub fn new(hosts: Arc<RegistryHosts>, timeouts: Timeouts) -> Self {
+    /// Every exchange is counted in `metrics`.
+    pub fn new(
+        hosts: Arc<RegistryHosts>,
+        timeouts: Timeouts,
+        metrics: Arc<RegistryMetrics>,
+    ) -> Self {
         Self {
             hosts,
             timeouts,
-            metrics: Arc::default(),
+            metrics,
             clients: moka::sync::Cache::builder()
                 .max_capacity(2_000)
                 .time_to_idle(Duration::from_secs(15 * 60))
                 .build(),
         }
-    }
-
-    /// Record registry requests in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
-    }
-
-    /// Count one registry exchange and its time.
-    fn record(
-        &self,
-        registry: &str,
-        request: &'static str,
-        started: Instant,
-        outcome: &Result<(), &ResolveError>,
-    ) {
-        crate::telemetry::note_registry_call();
-        let registry = self.metrics.registry_label(registry);
-        let outcome = match outcome {
-            Ok(()) => "ok",
-            Err(error) => super::outcome_label(error),
-        };
-        self.metrics
-            .registry_requests
-            .get_or_create(&RegistryLabels {
-                registry: registry.clone(),
-                request,
-                outcome,
-            })
-            .inc();
-        self.metrics
-            .registry_request_seconds
-            .get_or_create(&RegistryTimingLabels { registry, request })
-            .observe(started.elapsed().as_secs_f64());
     }
 
     /// The client for an endpoint and a credential, made on first use.
@@ -157,6 +118,7 @@ impl OciResolver {
         &self,
         image: &ImageRef,
         credential: Option<&Credential>,
+        requests: &RequestCounter,
         usable: fn(&Endpoint) -> bool,
         request: &'static str,
         call: F,
@@ -209,11 +171,12 @@ impl OciResolver {
             };
             let started = Instant::now();
             let result = call(&client, reference, &auth).await;
-            self.record(
+            requests.add();
+            self.metrics.record(
                 &endpoint.host,
                 request,
                 started,
-                &result.as_ref().map(|_| ()),
+                result.as_ref().map(|_| ()),
             );
             match result {
                 Ok(found) => return Ok(found),
@@ -232,10 +195,12 @@ impl ImageResolver for OciResolver {
         &'a self,
         image: &'a ImageRef,
         credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
         Box::pin(self.each_endpoint(
             image,
             credential,
+            requests,
             |e| e.can_resolve,
             "manifest_head",
             |client, reference, auth| {
@@ -255,10 +220,12 @@ impl ImageResolver for OciResolver {
         image: &'a ImageRef,
         digest: &'a ManifestDigest,
         credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
         Box::pin(self.each_endpoint(
             image,
             credential,
+            requests,
             |e| e.can_pull,
             "manifest_get",
             move |client, reference, auth| {

@@ -2,7 +2,6 @@
 //! `kubernetes.io/os` / `kubernetes.io/arch` labels (metadata only) and refreshed periodically.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
@@ -10,7 +9,7 @@ use kube::Api;
 use kube::api::ListParams;
 
 use crate::platform::{self, Platform};
-use crate::resolve::Resolver;
+use crate::resolve::Updates;
 
 /// The platforms of the cluster's nodes, from one metadata-only list of Nodes.
 pub async fn discover(client: kube::Client) -> Result<Vec<Platform>, kube::Error> {
@@ -24,9 +23,9 @@ pub async fn discover(client: kube::Client) -> Result<Vec<Platform>, kube::Error
     Ok(platform::from_node_labels(&labels))
 }
 
-/// Refresh the resolver's node platforms every `interval`. A failure (e.g. no `list` on nodes) keeps the
+/// Refresh the resolver's node platforms (through `updates`) every `interval`. A failure (e.g. no `list` on nodes) keeps the
 /// configured `nodePlatforms` and is logged once.
-pub async fn keep_discovering(client: kube::Client, resolver: Arc<Resolver>, interval: Duration) {
+pub async fn keep_discovering(client: kube::Client, updates: Updates, interval: Duration) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failing = false;
@@ -34,10 +33,10 @@ pub async fn keep_discovering(client: kube::Client, resolver: Arc<Resolver>, int
         ticker.tick().await;
         match discover(client.clone()).await {
             Ok(found) if !found.is_empty() => {
-                if found != resolver.node_platforms() {
+                if found != updates.node_platforms() {
                     let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
                     tracing::info!(platforms = ?shown, "node platforms discovered from Node labels");
-                    resolver.set_node_platforms(found);
+                    updates.set_node_platforms(found);
                 }
                 failing = false;
             }

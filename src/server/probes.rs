@@ -4,17 +4,17 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::Metrics;
 use crate::config::RateLimitProbe;
 use crate::registry::budget;
 use crate::registry::hosts::Endpoint;
-use crate::resolve::Resolver;
-use crate::telemetry::metrics::{BudgetLabels, Metrics};
+use crate::resolve::Updates;
 
 /// Probe `probe.registry` at `endpoint` every `intervalSeconds` until the task is dropped.
 pub async fn keep_probing(
     probe: RateLimitProbe,
     endpoint: Endpoint,
-    resolver: Arc<Resolver>,
+    updates: Updates,
     metrics: Arc<Metrics>,
 ) {
     let client = match budget::client(&endpoint, Duration::from_secs(10)) {
@@ -30,14 +30,8 @@ pub async fn keep_probing(
         ticker.tick().await;
         match budget::probe(&client, &endpoint, &probe.repository).await {
             Ok(Some(found)) => {
-                resolver.set_budget(probe.registry.as_str(), found, probe.warn_below);
-                let remaining = i64::try_from(found.remaining).unwrap_or(i64::MAX);
-                metrics
-                    .ratelimit_remaining
-                    .get_or_create(&BudgetLabels {
-                        registry: probe.registry.to_string(),
-                    })
-                    .set(remaining);
+                updates.set_budget(probe.registry.as_str(), found, probe.warn_below);
+                metrics.budget(probe.registry.as_str(), found.remaining);
                 tracing::debug!(registry = %probe.registry, remaining = found.remaining, "pull budget");
             }
             Ok(None) => {

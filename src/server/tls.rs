@@ -183,7 +183,7 @@ pub async fn watch(
     paths: CertPaths,
     config: RustlsConfig,
     interval: Duration,
-    metrics: std::sync::Arc<crate::telemetry::metrics::Metrics>,
+    metrics: std::sync::Arc<super::Metrics>,
     loaded: Loaded,
 ) {
     let snapshot = |paths: &CertPaths| {

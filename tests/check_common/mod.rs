@@ -5,10 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use pullgate::check::{
-    self, CheckConfig, Exit, Input, Io, OutputFormat, PolicySource, RegistryAccess,
-};
+use pullgate::check::{self, CheckConfig, Exit, Input, Io, OutputFormat, PolicySource};
 use pullgate::config::Settings;
+use pullgate::wiring::RegistryAccess;
 use tempfile::TempDir;
 
 use crate::support::registry::{self, Auth, ImageKind, Platform, RegistryOptions, TestRegistry};
@@ -134,7 +133,7 @@ pub fn config(
         settings,
         namespace: "default".into(),
         registry: online.then_some(RegistryAccess {
-            docker_config: check::LocalDockerConfig::Off,
+            docker_config: pullgate::credentials::LocalDockerConfig::Off,
             helper_path: None,
             cache_dir: None,
         }),

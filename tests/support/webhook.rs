@@ -11,9 +11,8 @@ use http_body_util::BodyExt;
 use pullgate::config::RegistrySettings;
 use pullgate::config::Settings;
 use pullgate::policy::PolicySet;
-use pullgate::resolve::Resolver;
-use pullgate::server::{AppState, PolicyStore, router};
-use pullgate::telemetry::metrics::Metrics;
+use pullgate::resolve::Updates;
+use pullgate::server::{AppState, Metrics, PolicyStore, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -64,24 +63,22 @@ pub fn app_with_metrics(
     (app, metrics)
 }
 
-/// [`app`], its resolver (to change node platforms or budgets) and its metrics.
+/// [`app`], the updates of its resolver (to change node platforms or budgets) and its metrics.
 pub fn app_with_resolver(
     settings: &Settings,
     kube: Option<kube::Client>,
     policies: PolicySet,
-) -> (axum::Router, Arc<Resolver>, Arc<Metrics>) {
-    let metrics = Arc::new(Metrics::new());
-    let resolver = Arc::new(
-        Resolver::from_settings_with_metrics(settings, kube, metrics.clone())
-            .expect("resolver builds"),
-    );
+) -> (axum::Router, Updates, Arc<Metrics>) {
+    let mut registry = pullgate::telemetry::metrics_registry();
+    let wired = pullgate::wiring::serve(settings, kube, &mut registry).expect("resolver builds");
+    let metrics = Arc::new(Metrics::new(registry));
     let app = router(AppState {
         policies: Arc::new(PolicyStore::fixed(policies)),
-        resolver: Some(resolver.clone()),
+        resolver: Some(Arc::new(wired.resolver)),
         max_request_bytes: 8 << 20,
         metrics: metrics.clone(),
     });
-    (app, resolver, metrics)
+    (app, wired.updates, metrics)
 }
 
 /// An AdmissionReview creating a Pod with this spec in namespace `demo`.

@@ -1,3 +1,6 @@
+use std::fs;
+
+use super::url::parse_url;
 use super::*;
 use rstest::rstest;
 use tempfile::TempDir;

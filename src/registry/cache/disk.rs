@@ -1,5 +1,5 @@
-//! `--cache-dir`: registry answers that stay true, kept on disk between runs so that repeated CI runs do
-//! not ask the registry again. An [`ImageResolver`] layer under the in-memory caches.
+//! `pullgate check --cache-dir`: registry answers that stay true, kept on disk between runs so that
+//! repeated CI runs do not ask the registry again. An [`ImageResolver`] layer under the in-memory caches.
 //!
 //! - digest → platforms, keyed by (repository, manifest digest): content-addressed, kept for good.
 //! - a digest reference's existence, keyed by (repository@digest, credential): kept for
@@ -26,7 +26,7 @@ use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::ImageResolver;
+use crate::registry::{ImageResolver, RequestCounter};
 
 /// How long "this digest exists and this credential may pull it" is trusted.
 pub const EXISTENCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -53,6 +53,14 @@ pub struct DiskCache {
     written: AtomicUsize,
     write_error: Mutex<Option<String>>,
     temp_counter: AtomicUsize,
+}
+
+impl std::fmt::Debug for DiskCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiskCache")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -213,10 +221,11 @@ impl ImageResolver for DiskCache {
         &'a self,
         image: &'a ImageRef,
         credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
         Box::pin(async move {
             let Some(pinned) = image.digest() else {
-                return self.inner.digest(image, credential).await;
+                return self.inner.digest(image, credential, requests).await;
             };
             let reference = format!("{}@{pinned}", image.name());
             let credential_key = self.credential_key(credential);
@@ -227,7 +236,7 @@ impl ImageResolver for DiskCache {
                     return Ok(ManifestDigest(entry.digest));
                 }
             }
-            let digest = self.inner.digest(image, credential).await?;
+            let digest = self.inner.digest(image, credential, requests).await?;
             self.write(
                 &path,
                 &ExistenceEntry {
@@ -246,6 +255,7 @@ impl ImageResolver for DiskCache {
         image: &'a ImageRef,
         digest: &'a ManifestDigest,
         credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
         Box::pin(async move {
             let name = image.name();
@@ -259,7 +269,10 @@ impl ImageResolver for DiskCache {
                     return Ok(platforms);
                 }
             }
-            let platforms = self.inner.platforms(image, digest, credential).await?;
+            let platforms = self
+                .inner
+                .platforms(image, digest, credential, requests)
+                .await?;
             self.write(
                 &path,
                 &PlatformsEntry {
@@ -290,6 +303,7 @@ mod tests {
             &'a self,
             _: &'a ImageRef,
             _: Option<&'a Credential>,
+            _: &'a RequestCounter,
         ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
             self.digests.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Ok(ManifestDigest(format!("sha256:{}", "a".repeat(64)))) })
@@ -300,6 +314,7 @@ mod tests {
             _: &'a ImageRef,
             _: &'a ManifestDigest,
             _: Option<&'a Credential>,
+            _: &'a RequestCounter,
         ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
             self.platforms.fetch_add(1, Ordering::SeqCst);
             Box::pin(async { Ok(vec!["linux/arm64".parse().expect("platform")]) })
@@ -326,10 +341,16 @@ mod tests {
         for _run in 0..2 {
             let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
             let good = credential("s3cret");
-            cache.digest(&pinned, Some(&good)).await.expect("digest");
-            cache.digest(&tagged, None).await.expect("digest");
+            cache
+                .digest(&pinned, Some(&good), &RequestCounter::default())
+                .await
+                .expect("digest");
+            cache
+                .digest(&tagged, None, &RequestCounter::default())
+                .await
+                .expect("digest");
             let platforms = cache
-                .platforms(&pinned, &digest, Some(&good))
+                .platforms(&pinned, &digest, Some(&good), &RequestCounter::default())
                 .await
                 .expect("platforms");
             assert_eq!(platforms[0].to_string(), "linux/arm64");
@@ -340,7 +361,11 @@ mod tests {
         // Another password is asked again.
         let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
         cache
-            .digest(&pinned, Some(&credential("other")))
+            .digest(
+                &pinned,
+                Some(&credential("other")),
+                &RequestCounter::default(),
+            )
             .await
             .expect("digest");
         assert_eq!(counting.digests.load(Ordering::SeqCst), 4);
@@ -354,7 +379,11 @@ mod tests {
             .parse()
             .expect("image");
         cache
-            .digest(&pinned, Some(&credential("hunter2hunter2")))
+            .digest(
+                &pinned,
+                Some(&credential("hunter2hunter2")),
+                &RequestCounter::default(),
+            )
             .await
             .expect("digest");
         let mut stack = vec![dir.path().to_owned()];
@@ -385,13 +414,13 @@ mod tests {
         let image: ImageRef = "r.io/app:v1".parse().expect("image");
         let digest = ManifestDigest(format!("sha256:{}", "a".repeat(64)));
         cache
-            .platforms(&image, &digest, None)
+            .platforms(&image, &digest, None, &RequestCounter::default())
             .await
             .expect("platforms");
         let path = cache.path("platforms", &format!("{}@{digest}", image.name()));
         std::fs::write(&path, b"{not json").expect("corrupt");
         cache
-            .platforms(&image, &digest, None)
+            .platforms(&image, &digest, None, &RequestCounter::default())
             .await
             .expect("platforms");
         assert_eq!(counting.platforms.load(Ordering::SeqCst), 2);

@@ -1,5 +1,6 @@
 //! Caches in front of an [`ImageResolver`], with concurrent lookups of one key coalesced into one
-//! registry request (moka's `or_try_insert_with`).
+//! registry request (moka's `or_try_insert_with`): [`CachedResolver`] in memory, and [`disk`] for
+//! `pullgate check --cache-dir` between runs.
 //!
 //! - tag → digest, keyed by (normalised reference, credential fingerprint): a TTL (tags move); "not found"
 //!   kept only briefly; transient failures never cached. A digest reference is immutable and kept longer.
@@ -13,12 +14,18 @@ use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::future::Cache;
 
+pub mod disk;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::{ImageResolver, RequestCounter};
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, Missing, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::ImageResolver;
-use crate::telemetry::metrics::Metrics;
 
 /// How long answers are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,15 +42,51 @@ pub struct CacheSettings {
     pub max_entries: u64,
 }
 
-impl Default for CacheSettings {
-    fn default() -> Self {
+impl CacheSettings {
+    /// The configured lifetimes of what changes; what is content-addressed is kept long (a digest
+    /// reference's existence for an hour, a digest's platforms for a day).
+    pub fn new(tag_ttl: Duration, not_found_ttl: Duration, max_entries: u64) -> Self {
         Self {
-            tag_ttl: Duration::from_secs(5 * 60),
+            tag_ttl,
             digest_ttl: Duration::from_secs(60 * 60),
-            not_found_ttl: Duration::from_secs(30),
+            not_found_ttl,
             platforms_ttl: Duration::from_secs(24 * 60 * 60),
-            max_entries: 100_000,
+            max_entries,
         }
+    }
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LookupLabels {
+    cache: &'static str,
+    result: &'static str,
+}
+
+/// `pullgate_cache_lookups`: hits and misses of the in-memory caches.
+#[derive(Debug)]
+pub struct CacheMetrics {
+    lookups: Family<LookupLabels, Counter>,
+}
+
+impl CacheMetrics {
+    /// Register the cache metrics on `registry`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let lookups = Family::<LookupLabels, Counter>::default();
+        registry.register(
+            "cache_lookups",
+            "Cache lookups, by cache (digest, platforms) and result (hit, miss)",
+            lookups.clone(),
+        );
+        Self { lookups }
+    }
+
+    fn count(&self, cache: &'static str, hit: bool) {
+        self.lookups
+            .get_or_create(&LookupLabels {
+                cache,
+                result: if hit { "hit" } else { "miss" },
+            })
+            .inc();
     }
 }
 
@@ -82,11 +125,16 @@ pub struct CachedResolver {
     platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>>,
     /// Distinct platform lists are few: every cache entry shares one copy of its list.
     interned: std::sync::Mutex<Vec<Arc<Vec<Platform>>>>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<CacheMetrics>,
 }
 
 impl CachedResolver {
-    pub fn new(inner: Arc<dyn ImageResolver>, settings: CacheSettings) -> Self {
+    /// Hits and misses are counted in `metrics`.
+    pub fn new(
+        inner: Arc<dyn ImageResolver>,
+        settings: CacheSettings,
+        metrics: Arc<CacheMetrics>,
+    ) -> Self {
         Self {
             inner,
             digests: Cache::builder()
@@ -98,14 +146,8 @@ impl CachedResolver {
                 .time_to_live(settings.platforms_ttl)
                 .build(),
             interned: std::sync::Mutex::new(Vec::new()),
-            metrics: Arc::default(),
+            metrics,
         }
-    }
-
-    /// Count hits and misses in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
-        self.metrics = metrics;
-        self
     }
 
     /// The shared copy of a platform list (at most 256 distinct lists are kept; past that, no sharing).
@@ -141,6 +183,7 @@ impl ImageResolver for CachedResolver {
         &'a self,
         image: &'a ImageRef,
         credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
         Box::pin(async move {
             let key = (image.to_string(), fingerprint(credential));
@@ -148,7 +191,7 @@ impl ImageResolver for CachedResolver {
                 .digests
                 .entry(key)
                 .or_try_insert_with(async {
-                    match self.inner.digest(image, credential).await {
+                    match self.inner.digest(image, credential, requests).await {
                         Ok(digest) => Ok(DigestOutcome::Found(digest)),
                         Err(ResolveError::NotFound(missing)) => {
                             Ok(DigestOutcome::NotFound(missing))
@@ -158,7 +201,7 @@ impl ImageResolver for CachedResolver {
                 })
                 .await
                 .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-            self.metrics.cache("digest", !entry.is_fresh());
+            self.metrics.count("digest", !entry.is_fresh());
             match entry.into_value() {
                 DigestOutcome::Found(digest) => Ok(digest),
                 DigestOutcome::NotFound(missing) => Err(ResolveError::NotFound(missing)),
@@ -171,6 +214,7 @@ impl ImageResolver for CachedResolver {
         image: &'a ImageRef,
         digest: &'a ManifestDigest,
         credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
         Box::pin(async move {
             let key = (image.name(), digest.clone());
@@ -178,12 +222,15 @@ impl ImageResolver for CachedResolver {
                 .platforms
                 .entry(key)
                 .or_try_insert_with(async {
-                    let found = self.inner.platforms(image, digest, credential).await?;
+                    let found = self
+                        .inner
+                        .platforms(image, digest, credential, requests)
+                        .await?;
                     Ok(self.intern(found))
                 })
                 .await
                 .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-            self.metrics.cache("platforms", !entry.is_fresh());
+            self.metrics.count("platforms", !entry.is_fresh());
             Ok((**entry.value()).clone())
         })
     }

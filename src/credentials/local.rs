@@ -1,95 +1,22 @@
-//! Where `check` gets pull credentials: the `kubernetes.io/dockerconfigjson` (and `dockercfg`) Secrets
-//! and the ServiceAccounts found in the input, served through [`CredentialSource`] exactly as the
-//! cluster's API would serve them; and the local docker config (`--docker-config`, `DOCKER_CONFIG`,
-//! `~/.docker/config.json`), which stands in for the nodes' credentials, with its `credHelpers` and
-//! `credsStore` asked as docker asks them (`docker-credential-NAME get`, the server on stdin, JSON out).
+//! The local docker config (`--docker-config`, `DOCKER_CONFIG`, `~/.docker/config.json`), which stands in
+//! for the nodes' credentials in `pullgate check`, with its `credHelpers` and `credsStore` asked as docker
+//! asks them (`docker-credential-NAME get`, the server on stdin, JSON out).
 //!
 //! No secret is ever logged, formatted or put in an error: helper failures name the helper, the server
 //! and the exit status; config errors describe shapes and positions.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use futures::future::{BoxFuture, join_all};
-use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use futures::future::join_all;
 use serde_json::{Map, Value};
 use tokio::io::AsyncWriteExt;
 
-use crate::credentials::{ApiError, CredentialSource, DockerConfig};
+use super::DockerConfig;
 use crate::facts::SecretProblemKind;
-
-/// [`CredentialSource`] over the Secrets and ServiceAccounts of the input, keyed by (namespace, name).
-/// An object that is not in the input does not exist, as in a cluster without it. `Debug` lists names.
-#[derive(Default)]
-pub struct ManifestCredentials {
-    secrets: HashMap<(String, String), Secret>,
-    service_accounts: HashMap<(String, String), ServiceAccount>,
-}
-
-impl ManifestCredentials {
-    /// Later objects with the same namespace and name replace earlier ones, as `kubectl apply` would.
-    pub fn new(
-        secrets: Vec<(String, Secret)>,
-        service_accounts: Vec<(String, ServiceAccount)>,
-    ) -> Self {
-        let key = |namespace: String, name: &Option<String>| {
-            (namespace, name.clone().unwrap_or_default())
-        };
-        Self {
-            secrets: secrets
-                .into_iter()
-                .map(|(ns, s)| (key(ns, &s.metadata.name), s))
-                .collect(),
-            service_accounts: service_accounts
-                .into_iter()
-                .map(|(ns, a)| (key(ns, &a.metadata.name), a))
-                .collect(),
-        }
-    }
-}
-
-impl fmt::Debug for ManifestCredentials {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut secrets: Vec<_> = self.secrets.keys().collect();
-        secrets.sort();
-        let mut accounts: Vec<_> = self.service_accounts.keys().collect();
-        accounts.sort();
-        f.debug_struct("ManifestCredentials")
-            .field("secrets", &secrets)
-            .field("service_accounts", &accounts)
-            .finish()
-    }
-}
-
-impl CredentialSource for ManifestCredentials {
-    fn secret<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<Secret>, ApiError>> {
-        let found = self
-            .secrets
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned();
-        Box::pin(async move { Ok(found) })
-    }
-
-    fn service_account<'a>(
-        &'a self,
-        namespace: &'a str,
-        name: &'a str,
-    ) -> BoxFuture<'a, Result<Option<ServiceAccount>, ApiError>> {
-        let found = self
-            .service_accounts
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned();
-        Box::pin(async move { Ok(found) })
-    }
-}
 
 /// Which local docker config to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,15 +84,9 @@ pub async fn local_credentials(
         reason,
     };
     let file = ConfigFile::parse(&bytes).map_err(invalid)?;
-    let mut config = file.static_entries().map_err(|kind| {
-        invalid(match kind {
-            SecretProblemKind::MalformedJson { reason }
-            | SecretProblemKind::MalformedBase64 { reason } => {
-                reason.replacen(".dockerconfigjson ", "", 1)
-            }
-            other => format!("{other:?}"),
-        })
-    })?;
+    let mut config = file
+        .static_entries()
+        .map_err(|kind| invalid(kind.reason()))?;
     config = config.with_path(path);
     let asks: Vec<(String, String)> = registries
         .iter()
@@ -279,8 +200,7 @@ impl ConfigFile {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
         };
-        let document = Value::Object(Map::from_iter([("auths".to_owned(), Value::Object(kept))]));
-        DockerConfig::from_dockerconfigjson(document.to_string().as_bytes())
+        DockerConfig::from_auths(&kept, None)
     }
 }
 
