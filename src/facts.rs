@@ -210,7 +210,7 @@ pub struct Budget {
     pub window_seconds: Option<u64>,
 }
 
-/// Where a [`Credential`] came from.
+/// Where a credential came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CredentialOrigin {
     /// A secret listed in the pod's own `imagePullSecrets`.

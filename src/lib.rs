@@ -1,24 +1,18 @@
 //! pullgate: a validating admission webhook that proves, before a pod exists, that each of its images
 //! will pull and run.
 //!
-//! The request path reads in one direction:
+//! Modules depend on each other in one direction, the way the data flows (`tests/layout.rs` checks it):
 //!
 //! ```text
-//! server (HTTPS, /validate)
-//!   -> admission  (AdmissionReview -> Facts, Verdict -> AdmissionResponse)
-//!   -> workload   (Pod | Deployment | ... | CronJob -> pod spec view: containers, pull secrets, scheduling)
-//!   -> image      (reference parsing and normalisation)
-//!   -> resolve    (every image in parallel, within the admission's budget)
-//!        -> platform    (where the pod may land)
-//!        -> credentials (pod / ServiceAccount / node pull credentials, as kubelet finds them)
-//!        -> cache -> registry (tag -> digest, digest -> platforms, via oci-client)
-//!   -> policy::evaluate (pure: facts + registry answers + policies -> verdict)
-//!   -> admission  (verdict -> allowed / denied + warnings)
+//! image, platform, workload -> facts -> { policy | credentials -> registry } -> resolve -> engine
+//!                                                                       wiring -> engine
+//! engine, wiring -> { admission, check } -> server -> main
 //! ```
 //!
-//! Only `server`, `registry` and `credentials` touch the network.
-//!
-//! `check` drives the same engine (`admission::decide`) over manifest files, for CI.
+//! - [`facts`] holds the plain data every part shares; [`policy`] decides on it alone (no I/O).
+//! - [`registry`], [`credentials`] and [`server`] are the only modules that touch the network.
+//! - [`engine::decide`] is the one pipeline; [`admission`] (serve) and [`check`] both call it, with a
+//!   resolver that [`wiring`] assembles from [`config::Settings`].
 
 pub mod admission;
 pub mod check;

@@ -2,11 +2,12 @@
 //! ServiceAccount's), then node-level docker config, matched to an image the way kubelet's
 //! credential keyring does.
 //!
-//! This module owns reading Secrets and ServiceAccounts (through [`CredentialSource`], cached in
-//! [`KubeCredentialSource`]), parsing docker configs ([`DockerConfig`]), key matching, and the
-//! one-line [`SecretProblem`]s that explain why a referenced secret cannot help. It never logs,
-//! formats or returns a secret value in an error: [`Credential`] and [`DockerConfig`] redact
-//! passwords in `Debug`, and parse errors describe positions and shapes, never contents.
+//! This module owns reading Secrets and ServiceAccounts (through [`CredentialSource`]: from the API,
+//! cached, in [`KubeCredentialSource`]; from manifests in [`ManifestCredentials`]), parsing docker
+//! configs ([`DockerConfig`]), the local docker config and its credential helpers (`pullgate check`,
+//! [`local_credentials`]), and key matching. It never logs, formats or returns a secret value in an
+//! error: [`Credential`] and [`DockerConfig`] redact passwords in `Debug`, and parse errors describe
+//! positions and shapes, never contents.
 
 use std::collections::HashSet;
 use std::fmt;

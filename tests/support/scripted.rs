@@ -147,3 +147,136 @@ pub async fn budgeted(remaining: u64) -> Scripted {
         task,
     }
 }
+
+/// One request a [`Proxy`] forwarded: method, path (with query), the Basic username it carried (if any)
+/// and the upstream's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exchange {
+    pub method: String,
+    pub path: String,
+    pub user: Option<String>,
+    pub status: u16,
+}
+
+/// A plain-HTTP proxy on 127.0.0.1 in front of a registry: adds `delay` to every request and records
+/// each exchange, so tests see which account reached the registry. Stops when dropped.
+pub struct Proxy {
+    pub host: String,
+    exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Proxy {
+    /// Every exchange so far, in order.
+    pub fn exchanges(&self) -> Vec<Exchange> {
+        self.exchanges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// The username of a `Basic` Authorization header.
+fn basic_user(headers: &HeaderMap) -> Option<String> {
+    use base64::Engine as _;
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split_once(':')?.0.to_owned())
+}
+
+/// Start a [`Proxy`] to the plain-HTTP registry at `upstream` (`host:port`).
+pub async fn proxy(upstream: String, delay: std::time::Duration) -> Proxy {
+    use axum::body::{Body, Bytes};
+    use axum::extract::State;
+    use axum::http::{Method, Uri};
+    use axum::response::Response;
+
+    #[derive(Clone)]
+    struct Forward {
+        upstream: String,
+        delay: std::time::Duration,
+        client: reqwest::Client,
+        exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+    }
+    async fn forward(
+        State(proxy): State<Forward>,
+        method: Method,
+        uri: Uri,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        tokio::time::sleep(proxy.delay).await;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
+        let url = format!("http://{}{path}", proxy.upstream);
+        let mut request = proxy.client.request(method.clone(), &url).body(body);
+        for (name, value) in &headers {
+            if name != "host" {
+                request = request.header(name, value);
+            }
+        }
+        let (status, response) = match request.send().await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                let bytes = response.bytes().await.unwrap_or_default();
+                let mut out = (status, Body::from(bytes)).into_response();
+                for (name, value) in &headers {
+                    if name != "content-length" && name != "transfer-encoding" {
+                        out.headers_mut().insert(name, value.clone());
+                    }
+                }
+                (status, out)
+            }
+            Err(_) => (
+                StatusCode::BAD_GATEWAY,
+                StatusCode::BAD_GATEWAY.into_response(),
+            ),
+        };
+        proxy
+            .exchanges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Exchange {
+                method: method.to_string(),
+                path,
+                user: basic_user(&headers),
+                status: status.as_u16(),
+            });
+        response
+    }
+    let exchanges = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let state = Forward {
+        upstream,
+        delay,
+        client: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("proxy client"),
+        exchanges: exchanges.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback");
+    let host = listener.local_addr().expect("addr").to_string();
+    let app = Router::new()
+        .fallback(axum::routing::any(forward))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Proxy {
+        host,
+        exchanges,
+        task,
+    }
+}

@@ -8,9 +8,18 @@
 //! in-process axum endpoint issuing ES256 JWTs whose signer certificate is in `x5c`).
 //! [`push_image`] builds images in memory and pushes them with oci-client. Nothing here leaves
 //! the loopback interface and no image comes from the internet.
+//!
+//! [`token`] is the token service; [`images`] builds and pushes the test images.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
-use std::fmt;
+mod images;
+mod token;
+
+use token::{TokenServer, start_token_server};
+
+#[allow(unused_imports)] // each test binary uses a different part
+pub use images::{ImageKind, Platform, PushedImage, push_image, push_image_detailed};
+
 use std::fs::{self, File};
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -65,6 +74,8 @@ pub enum Auth {
     None,
     /// HTTP Basic against an htpasswd file (bcrypt).
     Basic { user: String, pass: String },
+    /// HTTP Basic with several accounts; the first is the one [`Auth::credentials`] gives.
+    BasicUsers(Vec<(String, String)>),
     /// Bearer tokens from an in-process token endpoint that checks these Basic credentials.
     Token { user: String, pass: String },
 }
@@ -84,11 +95,22 @@ impl Auth {
         }
     }
 
+    /// HTTP Basic accepting each of these `(user, pass)`.
+    pub fn basic_users(users: &[(&str, &str)]) -> Self {
+        Self::BasicUsers(
+            users
+                .iter()
+                .map(|(u, p)| ((*u).to_owned(), (*p).to_owned()))
+                .collect(),
+        )
+    }
+
     /// The `(user, pass)` a client needs, if any.
     pub fn credentials(&self) -> Option<(&str, &str)> {
         match self {
             Self::None => None,
             Self::Basic { user, pass } | Self::Token { user, pass } => Some((user, pass)),
+            Self::BasicUsers(users) => users.first().map(|(u, p)| (u.as_str(), p.as_str())),
         }
     }
 }
@@ -161,6 +183,19 @@ impl TestRegistry {
         read_or_empty(&self.access_log)
             .lines()
             .filter_map(parse_access_line)
+            .collect()
+    }
+
+    /// The authenticated user of each `method` request whose path contains `path_contains`, in log
+    /// order (`-` when the request carried no accepted credentials).
+    pub fn users(&self, method: &str, path_contains: &str) -> Vec<String> {
+        read_or_empty(&self.access_log)
+            .lines()
+            .filter_map(|line| {
+                let (m, path) = parse_access_line(line)?;
+                let user = line.split(' ').nth(2)?.to_owned();
+                (m == method && path.contains(path_contains)).then_some(user)
+            })
             .collect()
     }
 
@@ -274,7 +309,11 @@ pub async fn start(opts: RegistryOptions) -> anyhow::Result<TestRegistry> {
     };
     let (auth_yaml, token_server) = match &auth {
         Auth::None => (String::new(), None),
-        Auth::Basic { user, pass } => (write_htpasswd(dir.path(), user, pass)?, None),
+        Auth::Basic { user, pass } => (
+            write_htpasswd(dir.path(), &[(user.clone(), pass.clone())])?,
+            None,
+        ),
+        Auth::BasicUsers(users) => (write_htpasswd(dir.path(), users)?, None),
         Auth::Token { user, pass } => {
             let (yaml, server) = start_token_server(dir.path(), user, pass).await?;
             (yaml, Some(server))
@@ -444,442 +483,16 @@ fn write_tls_files(dir: &Path) -> anyhow::Result<(TestCa, String)> {
 }
 
 /// Writes an htpasswd file with one bcrypt entry; returns the `auth` YAML block.
-fn write_htpasswd(dir: &Path, user: &str, pass: &str) -> anyhow::Result<String> {
-    // Cost 4 (the minimum) keeps each request's check fast; strength is irrelevant here.
-    let hash = bcrypt::hash(pass, 4)?;
+fn write_htpasswd(dir: &Path, users: &[(String, String)]) -> anyhow::Result<String> {
     let path = dir.join("htpasswd");
     let mut file = File::create(&path)?;
-    writeln!(file, "{user}:{hash}")?;
+    for (user, pass) in users {
+        // Cost 4 (the minimum) keeps each request's check fast; strength is irrelevant here.
+        let hash = bcrypt::hash(pass, 4)?;
+        writeln!(file, "{user}:{hash}")?;
+    }
     Ok(format!(
         "auth:\n  htpasswd:\n    realm: pullgate-test\n    path: {}\n",
         yaml_str(&path)
     ))
-}
-
-struct TokenServer {
-    task: JoinHandle<()>,
-    requests: Arc<AtomicUsize>,
-    realm: String,
-}
-
-impl Drop for TokenServer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-struct TokenIssuer {
-    user: String,
-    pass: String,
-    signer: EcdsaKeyPair,
-    /// base64 (standard, padded) DER of the signer's self-signed certificate.
-    x5c: String,
-    rng: SystemRandom,
-    requests: Arc<AtomicUsize>,
-}
-
-/// Serves `GET /token` on a random loopback port; returns the `auth` YAML block.
-async fn start_token_server(
-    dir: &Path,
-    user: &str,
-    pass: &str,
-) -> anyhow::Result<(String, TokenServer)> {
-    let key = KeyPair::generate()?; // ECDSA P-256, so ES256
-    let mut params = CertificateParams::new(Vec::<String>::new())?;
-    params
-        .distinguished_name
-        .push(DnType::CommonName, "pullgate test token signer");
-    let cert = params.self_signed(&key)?;
-    let bundle = dir.join("token-signer.pem");
-    fs::write(&bundle, cert.pem())?;
-
-    let signer = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &key.serialize_der())
-        .map_err(|e| anyhow!("loading the token signing key: {e}"))?;
-    let requests = Arc::new(AtomicUsize::new(0));
-    let issuer = Arc::new(TokenIssuer {
-        user: user.to_owned(),
-        pass: pass.to_owned(),
-        signer,
-        x5c: STANDARD.encode(cert.der()),
-        rng: SystemRandom::new(),
-        requests: Arc::clone(&requests),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let realm = format!("http://{}/token", listener.local_addr()?);
-    let app = Router::new()
-        .route("/token", get(issue_token))
-        .with_state(issuer);
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    let yaml = format!(
-        "auth:\n  token:\n    realm: {}\n    service: {TOKEN_SERVICE}\n    issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
-        Value::from(realm.as_str()),
-        yaml_str(&bundle)
-    );
-    Ok((
-        yaml,
-        TokenServer {
-            task,
-            requests,
-            realm,
-        },
-    ))
-}
-
-/// Checks Basic credentials; grants every requested scope action to the right user.
-async fn issue_token(
-    State(issuer): State<Arc<TokenIssuer>>,
-    headers: HeaderMap,
-    Query(params): Query<Vec<(String, String)>>,
-) -> Response {
-    issuer.requests.fetch_add(1, Ordering::SeqCst);
-    let right = basic_credentials(&headers)
-        .is_some_and(|(user, pass)| user == issuer.user && pass == issuer.pass);
-    if !right {
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Basic realm=\"pullgate-test\"")],
-            Json(json!({ "details": "wrong or missing username or password" })),
-        )
-            .into_response();
-    }
-    let access: Vec<Value> = params
-        .iter()
-        .filter(|(key, _)| key == "scope")
-        .flat_map(|(_, scopes)| scopes.split(' '))
-        .filter_map(scope_claim)
-        .collect();
-    match issuer.sign(&access) {
-        Ok(token) => Json(json!({
-            "token": token,
-            "access_token": token,
-            "expires_in": TOKEN_TTL_SECS,
-        }))
-        .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
-    }
-}
-
-fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let encoded = value.strip_prefix("Basic ")?;
-    let decoded = String::from_utf8(STANDARD.decode(encoded).ok()?).ok()?;
-    let (user, pass) = decoded.split_once(':')?;
-    Some((user.to_owned(), pass.to_owned()))
-}
-
-/// `repository:team/app:pull,push` -> `{"type", "name", "actions"}`.
-fn scope_claim(scope: &str) -> Option<Value> {
-    let (kind, rest) = scope.split_once(':')?;
-    let (name, actions) = rest.rsplit_once(':')?;
-    let actions: Vec<&str> = actions.split(',').filter(|a| !a.is_empty()).collect();
-    Some(json!({ "type": kind, "name": name, "actions": actions }))
-}
-
-impl TokenIssuer {
-    fn sign(&self, access: &[Value]) -> anyhow::Result<String> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-        let n = self.requests.load(Ordering::SeqCst);
-        let header = json!({ "alg": "ES256", "typ": "JWT", "x5c": [self.x5c] });
-        let claims = json!({
-            "iss": TOKEN_ISSUER,
-            "sub": self.user,
-            "aud": TOKEN_SERVICE,
-            "iat": now,
-            "nbf": now.saturating_sub(10),
-            "exp": now + TOKEN_TTL_SECS,
-            "jti": format!("{now}-{n}"),
-            "access": access,
-        });
-        let input = format!(
-            "{}.{}",
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&header)?),
-            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&claims)?)
-        );
-        let signature = self
-            .signer
-            .sign(&self.rng, input.as_bytes())
-            .map_err(|e| anyhow!("signing a token: {e}"))?;
-        Ok(format!(
-            "{input}.{}",
-            URL_SAFE_NO_PAD.encode(signature.as_ref())
-        ))
-    }
-}
-
-/// One platform of a test image.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub arch: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    pub fn new(os: &str, arch: &str) -> Self {
-        Self {
-            os: os.to_owned(),
-            arch: arch.to_owned(),
-            variant: None,
-        }
-    }
-
-    pub fn linux(arch: &str) -> Self {
-        Self::new("linux", arch)
-    }
-
-    pub fn windows_amd64() -> Self {
-        Self::new("windows", "amd64")
-    }
-
-    pub fn with_variant(mut self, variant: &str) -> Self {
-        self.variant = Some(variant.to_owned());
-        self
-    }
-
-    /// `{"architecture", "os", "variant"?}` as in an image config and an index entry.
-    fn json(&self) -> Value {
-        let mut value = json!({ "architecture": self.arch, "os": self.os });
-        if let Some(variant) = &self.variant {
-            value["variant"] = Value::from(variant.as_str());
-        }
-        value
-    }
-}
-
-impl fmt::Display for Platform {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.os, self.arch)?;
-        match &self.variant {
-            Some(variant) => write!(f, "/{variant}"),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What [`push_image`] builds.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ImageKind {
-    /// One OCI image manifest.
-    Single {
-        os: String,
-        arch: String,
-        variant: Option<String>,
-    },
-    /// An OCI image index over OCI image manifests.
-    OciIndex(Vec<Platform>),
-    /// A Docker schema2 manifest list over Docker schema2 manifests.
-    DockerManifestList(Vec<Platform>),
-}
-
-impl ImageKind {
-    pub fn single(platform: Platform) -> Self {
-        let Platform { os, arch, variant } = platform;
-        Self::Single { os, arch, variant }
-    }
-}
-
-/// What [`push_image_detailed`] pushed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PushedImage {
-    /// Digest of the tagged manifest (the index for multi-platform images).
-    pub digest: String,
-    pub media_type: &'static str,
-    /// Each platform's image manifest digest (one entry for a single image).
-    pub platforms: Vec<(Platform, String)>,
-}
-
-/// The media types of one image format.
-struct MediaTypes {
-    index: &'static str,
-    manifest: &'static str,
-    config: &'static str,
-    layer: &'static str,
-}
-
-const OCI: MediaTypes = MediaTypes {
-    index: "application/vnd.oci.image.index.v1+json",
-    manifest: "application/vnd.oci.image.manifest.v1+json",
-    config: "application/vnd.oci.image.config.v1+json",
-    layer: "application/vnd.oci.image.layer.v1.tar+gzip",
-};
-
-const DOCKER: MediaTypes = MediaTypes {
-    index: "application/vnd.docker.distribution.manifest.list.v2+json",
-    manifest: "application/vnd.docker.distribution.manifest.v2+json",
-    config: "application/vnd.docker.container.image.v1+json",
-    layer: "application/vnd.docker.image.rootfs.diff.tar.gzip",
-};
-
-/// Bytes plus their `sha256:` digest and media type: a blob or a manifest.
-struct Content {
-    media_type: &'static str,
-    bytes: Vec<u8>,
-    digest: String,
-}
-
-impl Content {
-    fn new(media_type: &'static str, bytes: Vec<u8>) -> Self {
-        let digest = sha256(&bytes);
-        Self {
-            media_type,
-            bytes,
-            digest,
-        }
-    }
-
-    fn descriptor(&self) -> Value {
-        json!({ "mediaType": self.media_type, "digest": self.digest, "size": self.bytes.len() })
-    }
-}
-
-fn sha256(bytes: &[u8]) -> String {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
-    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
-    format!("sha256:{hex}")
-}
-
-/// Pushes a test image as `repo:tag` and returns the tagged manifest's digest.
-///
-/// Images are deterministic: the same `(repo, tag, kind)` gives the same digest on every run and
-/// every registry; the layer's text names repo, tag and platform, so different tags differ.
-pub async fn push_image(
-    reg: &TestRegistry,
-    repo: &str,
-    tag: &str,
-    kind: ImageKind,
-) -> anyhow::Result<String> {
-    Ok(push_image_detailed(reg, repo, tag, kind).await?.digest)
-}
-
-/// [`push_image`], also returning each platform's manifest digest.
-pub async fn push_image_detailed(
-    reg: &TestRegistry,
-    repo: &str,
-    tag: &str,
-    kind: ImageKind,
-) -> anyhow::Result<PushedImage> {
-    let client = reg.client()?;
-    let auth = reg.registry_auth();
-    let tagged = reg.reference(repo, tag)?;
-    client
-        .auth(&tagged, &auth, RegistryOperation::Push)
-        .await
-        .with_context(|| format!("authenticating to push {tagged}"))?;
-
-    let (media, platforms) = match kind {
-        ImageKind::Single { os, arch, variant } => {
-            let platform = Platform { os, arch, variant };
-            let manifest = push_platform(&client, &tagged, &OCI, &platform).await?;
-            push_manifest(&client, &tagged, &manifest).await?;
-            return Ok(PushedImage {
-                digest: manifest.digest.clone(),
-                media_type: manifest.media_type,
-                platforms: vec![(platform, manifest.digest)],
-            });
-        }
-        ImageKind::OciIndex(platforms) => (&OCI, platforms),
-        ImageKind::DockerManifestList(platforms) => (&DOCKER, platforms),
-    };
-
-    let mut entries = Vec::new();
-    let mut pushed = Vec::new();
-    for platform in platforms {
-        let manifest = push_platform(&client, &tagged, media, &platform).await?;
-        let by_digest: Reference = format!("{}/{repo}@{}", reg.host(), manifest.digest).parse()?;
-        push_manifest(&client, &by_digest, &manifest).await?;
-        let mut entry = manifest.descriptor();
-        entry["platform"] = platform.json();
-        entries.push(entry);
-        pushed.push((platform, manifest.digest));
-    }
-    let index = json!({ "schemaVersion": 2, "mediaType": media.index, "manifests": entries });
-    let index = Content::new(media.index, serde_json::to_vec(&index)?);
-    push_manifest(&client, &tagged, &index).await?;
-    Ok(PushedImage {
-        digest: index.digest,
-        media_type: index.media_type,
-        platforms: pushed,
-    })
-}
-
-/// Builds one platform's layer and config, pushes both blobs, returns the (unpushed) manifest.
-async fn push_platform(
-    client: &Client,
-    tagged: &Reference,
-    media: &MediaTypes,
-    platform: &Platform,
-) -> anyhow::Result<Content> {
-    // Not the host: the same image must have the same digest on every registry.
-    let tag = tagged.tag().unwrap_or_default();
-    let text = format!(
-        "pullgate test image {}:{tag} {platform}\n",
-        tagged.repository()
-    );
-    let tar = layer_tar(&text)?;
-    let layer = Content::new(media.layer, gzip(&tar)?);
-
-    let mut config = platform.json();
-    config["created"] = Value::from("1970-01-01T00:00:00Z");
-    config["config"] = json!({ "Cmd": ["/pullgate-test.txt"] });
-    config["rootfs"] = json!({ "type": "layers", "diff_ids": [sha256(&tar)] });
-    config["history"] =
-        json!([{ "created": "1970-01-01T00:00:00Z", "created_by": "pullgate test harness" }]);
-    let config = Content::new(media.config, serde_json::to_vec(&config)?);
-
-    for blob in [&layer, &config] {
-        client
-            .push_blob(tagged, blob.bytes.clone(), &blob.digest)
-            .await
-            .with_context(|| format!("pushing blob {} to {tagged}", blob.digest))?;
-    }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": media.manifest,
-        "config": config.descriptor(),
-        "layers": [layer.descriptor()],
-    });
-    Ok(Content::new(media.manifest, serde_json::to_vec(&manifest)?))
-}
-
-async fn push_manifest(
-    client: &Client,
-    reference: &Reference,
-    manifest: &Content,
-) -> anyhow::Result<()> {
-    client
-        .push_manifest_raw(
-            reference,
-            manifest.bytes.clone(),
-            HeaderValue::from_static(manifest.media_type),
-        )
-        .await
-        .with_context(|| format!("pushing manifest {} as {reference}", manifest.digest))?;
-    Ok(())
-}
-
-/// A one-file tar with fixed mode, owner and mtime.
-fn layer_tar(text: &str) -> std::io::Result<Vec<u8>> {
-    let mut header = tar::Header::new_ustar();
-    header.set_path("pullgate-test.txt")?;
-    header.set_size(text.len() as u64);
-    header.set_mode(0o644);
-    header.set_uid(0);
-    header.set_gid(0);
-    header.set_mtime(0);
-    header.set_entry_type(tar::EntryType::Regular);
-    header.set_cksum();
-    let mut builder = tar::Builder::new(Vec::new());
-    builder.append(&header, text.as_bytes())?;
-    builder.into_inner()
-}
-
-/// gzip with mtime 0 and no file name, so equal input gives equal bytes.
-fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
-    let mut encoder = flate2::GzBuilder::new()
-        .mtime(0)
-        .write(Vec::new(), flate2::Compression::default());
-    encoder.write_all(data)?;
-    encoder.finish()
 }

@@ -1,0 +1,282 @@
+//! Tiny, deterministic test images built in memory (OCI or Docker media types, single platform or an
+//! index) and pushed with oci-client.
+
+use std::fmt;
+
+use super::*;
+
+/// One platform of a test image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn new(os: &str, arch: &str) -> Self {
+        Self {
+            os: os.to_owned(),
+            arch: arch.to_owned(),
+            variant: None,
+        }
+    }
+
+    pub fn linux(arch: &str) -> Self {
+        Self::new("linux", arch)
+    }
+
+    pub fn windows_amd64() -> Self {
+        Self::new("windows", "amd64")
+    }
+
+    pub fn with_variant(mut self, variant: &str) -> Self {
+        self.variant = Some(variant.to_owned());
+        self
+    }
+
+    /// `{"architecture", "os", "variant"?}` as in an image config and an index entry.
+    fn json(&self) -> Value {
+        let mut value = json!({ "architecture": self.arch, "os": self.os });
+        if let Some(variant) = &self.variant {
+            value["variant"] = Value::from(variant.as_str());
+        }
+        value
+    }
+}
+
+impl fmt::Display for Platform {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        match &self.variant {
+            Some(variant) => write!(f, "/{variant}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What [`push_image`] builds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ImageKind {
+    /// One OCI image manifest.
+    Single {
+        os: String,
+        arch: String,
+        variant: Option<String>,
+    },
+    /// An OCI image index over OCI image manifests.
+    OciIndex(Vec<Platform>),
+    /// A Docker schema2 manifest list over Docker schema2 manifests.
+    DockerManifestList(Vec<Platform>),
+}
+
+impl ImageKind {
+    pub fn single(platform: Platform) -> Self {
+        let Platform { os, arch, variant } = platform;
+        Self::Single { os, arch, variant }
+    }
+}
+
+/// What [`push_image_detailed`] pushed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushedImage {
+    /// Digest of the tagged manifest (the index for multi-platform images).
+    pub digest: String,
+    pub media_type: &'static str,
+    /// Each platform's image manifest digest (one entry for a single image).
+    pub platforms: Vec<(Platform, String)>,
+}
+
+/// The media types of one image format.
+struct MediaTypes {
+    index: &'static str,
+    manifest: &'static str,
+    config: &'static str,
+    layer: &'static str,
+}
+
+const OCI: MediaTypes = MediaTypes {
+    index: "application/vnd.oci.image.index.v1+json",
+    manifest: "application/vnd.oci.image.manifest.v1+json",
+    config: "application/vnd.oci.image.config.v1+json",
+    layer: "application/vnd.oci.image.layer.v1.tar+gzip",
+};
+
+const DOCKER: MediaTypes = MediaTypes {
+    index: "application/vnd.docker.distribution.manifest.list.v2+json",
+    manifest: "application/vnd.docker.distribution.manifest.v2+json",
+    config: "application/vnd.docker.container.image.v1+json",
+    layer: "application/vnd.docker.image.rootfs.diff.tar.gzip",
+};
+
+/// Bytes plus their `sha256:` digest and media type: a blob or a manifest.
+struct Content {
+    media_type: &'static str,
+    bytes: Vec<u8>,
+    digest: String,
+}
+
+impl Content {
+    fn new(media_type: &'static str, bytes: Vec<u8>) -> Self {
+        let digest = sha256(&bytes);
+        Self {
+            media_type,
+            bytes,
+            digest,
+        }
+    }
+
+    fn descriptor(&self) -> Value {
+        json!({ "mediaType": self.media_type, "digest": self.digest, "size": self.bytes.len() })
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Pushes a test image as `repo:tag` and returns the tagged manifest's digest.
+///
+/// Images are deterministic: the same `(repo, tag, kind)` gives the same digest on every run and
+/// every registry; the layer's text names repo, tag and platform, so different tags differ.
+pub async fn push_image(
+    reg: &TestRegistry,
+    repo: &str,
+    tag: &str,
+    kind: ImageKind,
+) -> anyhow::Result<String> {
+    Ok(push_image_detailed(reg, repo, tag, kind).await?.digest)
+}
+
+/// [`push_image`], also returning each platform's manifest digest.
+pub async fn push_image_detailed(
+    reg: &TestRegistry,
+    repo: &str,
+    tag: &str,
+    kind: ImageKind,
+) -> anyhow::Result<PushedImage> {
+    let client = reg.client()?;
+    let auth = reg.registry_auth();
+    let tagged = reg.reference(repo, tag)?;
+    client
+        .auth(&tagged, &auth, RegistryOperation::Push)
+        .await
+        .with_context(|| format!("authenticating to push {tagged}"))?;
+
+    let (media, platforms) = match kind {
+        ImageKind::Single { os, arch, variant } => {
+            let platform = Platform { os, arch, variant };
+            let manifest = push_platform(&client, &tagged, &OCI, &platform).await?;
+            push_manifest(&client, &tagged, &manifest).await?;
+            return Ok(PushedImage {
+                digest: manifest.digest.clone(),
+                media_type: manifest.media_type,
+                platforms: vec![(platform, manifest.digest)],
+            });
+        }
+        ImageKind::OciIndex(platforms) => (&OCI, platforms),
+        ImageKind::DockerManifestList(platforms) => (&DOCKER, platforms),
+    };
+
+    let mut entries = Vec::new();
+    let mut pushed = Vec::new();
+    for platform in platforms {
+        let manifest = push_platform(&client, &tagged, media, &platform).await?;
+        let by_digest: Reference = format!("{}/{repo}@{}", reg.host(), manifest.digest).parse()?;
+        push_manifest(&client, &by_digest, &manifest).await?;
+        let mut entry = manifest.descriptor();
+        entry["platform"] = platform.json();
+        entries.push(entry);
+        pushed.push((platform, manifest.digest));
+    }
+    let index = json!({ "schemaVersion": 2, "mediaType": media.index, "manifests": entries });
+    let index = Content::new(media.index, serde_json::to_vec(&index)?);
+    push_manifest(&client, &tagged, &index).await?;
+    Ok(PushedImage {
+        digest: index.digest,
+        media_type: index.media_type,
+        platforms: pushed,
+    })
+}
+
+/// Builds one platform's layer and config, pushes both blobs, returns the (unpushed) manifest.
+async fn push_platform(
+    client: &Client,
+    tagged: &Reference,
+    media: &MediaTypes,
+    platform: &Platform,
+) -> anyhow::Result<Content> {
+    // Not the host: the same image must have the same digest on every registry.
+    let tag = tagged.tag().unwrap_or_default();
+    let text = format!(
+        "pullgate test image {}:{tag} {platform}\n",
+        tagged.repository()
+    );
+    let tar = layer_tar(&text)?;
+    let layer = Content::new(media.layer, gzip(&tar)?);
+
+    let mut config = platform.json();
+    config["created"] = Value::from("1970-01-01T00:00:00Z");
+    config["config"] = json!({ "Cmd": ["/pullgate-test.txt"] });
+    config["rootfs"] = json!({ "type": "layers", "diff_ids": [sha256(&tar)] });
+    config["history"] =
+        json!([{ "created": "1970-01-01T00:00:00Z", "created_by": "pullgate test harness" }]);
+    let config = Content::new(media.config, serde_json::to_vec(&config)?);
+
+    for blob in [&layer, &config] {
+        client
+            .push_blob(tagged, blob.bytes.clone(), &blob.digest)
+            .await
+            .with_context(|| format!("pushing blob {} to {tagged}", blob.digest))?;
+    }
+    let manifest = json!({
+        "schemaVersion": 2,
+        "mediaType": media.manifest,
+        "config": config.descriptor(),
+        "layers": [layer.descriptor()],
+    });
+    Ok(Content::new(media.manifest, serde_json::to_vec(&manifest)?))
+}
+
+async fn push_manifest(
+    client: &Client,
+    reference: &Reference,
+    manifest: &Content,
+) -> anyhow::Result<()> {
+    client
+        .push_manifest_raw(
+            reference,
+            manifest.bytes.clone(),
+            HeaderValue::from_static(manifest.media_type),
+        )
+        .await
+        .with_context(|| format!("pushing manifest {} as {reference}", manifest.digest))?;
+    Ok(())
+}
+
+/// A one-file tar with fixed mode, owner and mtime.
+fn layer_tar(text: &str) -> std::io::Result<Vec<u8>> {
+    let mut header = tar::Header::new_ustar();
+    header.set_path("pullgate-test.txt")?;
+    header.set_size(text.len() as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    let mut builder = tar::Builder::new(Vec::new());
+    builder.append(&header, text.as_bytes())?;
+    builder.into_inner()
+}
+
+/// gzip with mtime 0 and no file name, so equal input gives equal bytes.
+fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut encoder = flate2::GzBuilder::new()
+        .mtime(0)
+        .write(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data)?;
+    encoder.finish()
+}
