@@ -34,10 +34,10 @@ use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
 use pullgate::credentials::Credential;
 use pullgate::facts::{ManifestDigest, ResolveError};
 use pullgate::image::ImageRef;
-use pullgate::platform::Platform;
-use pullgate::registry::ImageResolver;
+
 use pullgate::registry::RequestCounter;
 use pullgate::registry::cache::{CacheMetrics, CachedResolver};
+use pullgate::registry::{Found, ImageResolver};
 use serde_json::{Value, json};
 use support::registry::{self, ImageKind, RegistryOptions, TestRegistry};
 
@@ -108,6 +108,11 @@ fn amd64() -> ImageKind {
 
 fn settings_for(reg: &TestRegistry) -> Settings {
     let mut settings = Settings::default();
+    // The benchmark's registries are on 127.0.0.1, which `serve` refuses unless allowed.
+    settings
+        .network
+        .allow_cidrs
+        .push("127.0.0.0/8".parse().expect("range"));
     settings.registries.insert(
         reg.host().parse().expect("registry host"),
         RegistrySettings {
@@ -352,6 +357,11 @@ async fn p2_cold_path(reg: &TestRegistry) -> anyhow::Result<Row> {
     }
     let proxy = support::scripted::proxy(reg.host().to_owned(), Duration::from_millis(100)).await;
     let mut settings = Settings::default();
+    // The benchmark's registries are on 127.0.0.1, which `serve` refuses unless allowed.
+    settings
+        .network
+        .allow_cidrs
+        .push("127.0.0.0/8".parse().expect("range"));
     settings.registries.insert(
         proxy.host.parse().expect("registry host"),
         RegistrySettings {

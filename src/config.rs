@@ -41,6 +41,25 @@ pub struct Settings {
     /// Registries whose pull budget is watched (e.g. Docker Hub); see [`RateLimitProbe`].
     #[serde(default)]
     pub rate_limit_probes: Vec<RateLimitProbe>,
+    /// Which addresses pullgate may connect to (registries, mirrors, redirects, token services).
+    #[serde(default)]
+    pub network: NetworkSettings,
+}
+
+/// Where registry connections may go. Every connection — registry, mirror, redirect hop, token service —
+/// is checked against these after DNS resolution. Link-local, cloud metadata and unspecified addresses
+/// are always refused; `serve` also refuses loopback (inside a cluster the webhook's loopback is its own
+/// pod), `check` allows it. Private ranges are allowed (in-cluster registries). The most specific range
+/// that contains an address decides; an address in no range is allowed.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct NetworkSettings {
+    /// Ranges refused besides the built-in ones, e.g. `10.0.0.0/8`.
+    #[serde(rename = "denyCIDRs")]
+    pub deny_cidrs: Vec<ipnet::IpNet>,
+    /// Ranges allowed even where a built-in or `denyCIDRs` range would refuse them, e.g. `127.0.0.0/8`.
+    #[serde(rename = "allowCIDRs")]
+    pub allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Watch a registry's pull budget: every `intervalSeconds`, an anonymous `HEAD` of `repository:latest`
@@ -95,6 +114,7 @@ impl Default for Settings {
             node_credentials: None,
             resolution: ResolutionSettings::default(),
             rate_limit_probes: Vec::new(),
+            network: NetworkSettings::default(),
         }
     }
 }
@@ -115,6 +135,14 @@ pub struct RegistrySettings {
     /// Tried before the upstream, in order: `https://mirror.example.com[:port][/path]`, `http://…`.
     #[serde(default)]
     pub mirrors: Vec<String>,
+    /// Manifest GETs count against a pull quota here (Docker Hub's default): tags are resolved with a
+    /// `HEAD` first, so a digest already known costs no pull. Unset: true for `docker.io` only.
+    pub pull_quota: Option<bool>,
+    /// Token services (`https://auth.example.com/token`, or just the host) on another site that may
+    /// receive this registry's credentials. A token service on the registry's own site (same host or
+    /// same registrable domain, e.g. `registry.gitlab.com` → `gitlab.com`) needs no entry.
+    #[serde(default)]
+    pub token_realms: Vec<String>,
 }
 
 /// How log lines are written.
@@ -154,8 +182,15 @@ pub struct ResolutionSettings {
     pub not_found_ttl_seconds: u64,
     /// How long Secrets and ServiceAccounts read from the API are kept.
     pub kubernetes_ttl_seconds: u64,
-    /// Most entries per cache.
-    pub cache_entries: u64,
+    /// Largest size of each in-memory cache (tag → digest, digest → platforms), in bytes.
+    pub cache_max_bytes: u64,
+    /// Largest manifest body read; larger ones are dropped unread ("manifest larger than 4 MiB").
+    pub max_manifest_bytes: u64,
+    /// Most entries of an image index read; an index with more is not verified.
+    pub max_index_entries: usize,
+    /// Images of a registry whose `ratelimit-remaining` (seen on any answer) is below this get a
+    /// `rate-limited` warning.
+    pub pull_budget_warn_below: u64,
 }
 
 impl Default for ResolutionSettings {
@@ -169,7 +204,10 @@ impl Default for ResolutionSettings {
             tag_ttl_seconds: 300,
             not_found_ttl_seconds: 30,
             kubernetes_ttl_seconds: 30,
-            cache_entries: 100_000,
+            cache_max_bytes: 64 * 1024 * 1024,
+            max_manifest_bytes: 4 * 1024 * 1024,
+            max_index_entries: 1024,
+            pull_budget_warn_below: 20,
         }
     }
 }
@@ -274,6 +312,16 @@ impl Settings {
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1"));
+            }
+        }
+        let r = &settings.resolution;
+        for (key, value, least) in [
+            ("resolution.maxManifestBytes", r.max_manifest_bytes, 1024),
+            ("resolution.cacheMaxBytes", r.cache_max_bytes, 1024 * 1024),
+            ("resolution.maxIndexEntries", r.max_index_entries as u64, 1),
+        ] {
+            if value < least {
+                return Err(invalid(key, &format!("must be at least {least}")));
             }
         }
         Ok(settings)

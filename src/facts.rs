@@ -125,7 +125,8 @@ pub enum ResolveError {
     /// 401: no credentials, or the credentials were rejected.
     #[error("unauthorized (401)")]
     Unauthorized,
-    /// 403 DENIED: authenticated, but not allowed to pull this repository.
+    /// 403 DENIED, or a token for valid credentials that grants no pull (`insufficient_scope`): the
+    /// credentials work but may not pull this repository.
     #[error("access denied (403)")]
     Denied,
     /// 429 TOOMANYREQUESTS.
@@ -152,6 +153,27 @@ pub enum ResolveError {
     /// The registry answered something that is not a valid manifest or config.
     #[error("invalid registry response: {0}")]
     InvalidResponse(String),
+    /// The token service named by the registry's Bearer challenge failed: unreachable, too slow, 5xx, or
+    /// an answer that is not a token. Says nothing about credentials.
+    #[error("token service {0}")]
+    TokenService(String),
+    /// A body larger than pullgate reads (`what` larger than `limit`): the connection was dropped.
+    #[error("{what} larger than {limit}")]
+    TooLarge { what: String, limit: String },
+    /// The address a name resolved to (or an IP literal) is refused by `network` settings; nothing was
+    /// sent there.
+    #[error("{role} address {address} is {class}: refused by network.denyCIDRs")]
+    AddressRefused {
+        role: String,
+        address: String,
+        class: String,
+    },
+    /// The registry's token service is on another site and not in `tokenRealms`: pullgate does not send
+    /// it the registry's credentials, so they cannot be verified.
+    #[error(
+        "its token service {realm} is on another site: pullgate sends it no credentials (list it in registries.<host>.tokenRealms to allow)"
+    )]
+    CredentialsWithheld { realm: String },
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -185,7 +207,11 @@ impl ResolveError {
             | Self::Timeout
             | Self::Connect(_)
             | Self::Server { .. }
-            | Self::InvalidResponse(_) => FailureClass::Unreachable,
+            | Self::InvalidResponse(_)
+            | Self::TokenService(_)
+            | Self::TooLarge { .. }
+            | Self::AddressRefused { .. }
+            | Self::CredentialsWithheld { .. } => FailureClass::Unreachable,
         }
     }
 }
@@ -316,6 +342,24 @@ impl fmt::Display for SecretProblem {
             kind => write!(f, " {}", kind.reason()),
         }
     }
+}
+
+/// A duration as messages say it: whole seconds, or tenths under one second (`within 6 s`).
+pub fn seconds(duration: Duration) -> String {
+    let secs = duration.as_secs_f64();
+    if secs < 1.0 {
+        format!("{secs:.1} s")
+    } else {
+        format!("{} s", secs.round())
+    }
+}
+
+/// Text that reaches a Kubernetes warning or a denial: every control character becomes a space
+/// (kube-apiserver drops a warning that has any, so the user would see nothing).
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
 /// Cut a string to at most `max` characters, marking the cut with `…`.

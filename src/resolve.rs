@@ -20,7 +20,9 @@ use crate::facts::{
 };
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
-use crate::registry::{ImageResolver, RequestCounter};
+use crate::registry::RequestCounter;
+use crate::registry::budget::BudgetSink;
+use crate::registry::cache::CachedResolver;
 
 /// Time limits and parallelism of resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +37,7 @@ pub struct ResolveSettings {
 
 /// Everything resolution needs, built once at start-up.
 pub struct Resolver {
-    images: Arc<dyn ImageResolver>,
+    images: Arc<CachedResolver>,
     credentials: Option<Arc<dyn CredentialSource>>,
     node_credentials: Option<Arc<DockerConfig>>,
     /// Platforms of the cluster's nodes: from config, replaced by what Node labels say when discovered.
@@ -52,9 +54,22 @@ pub struct Resolver {
 pub struct Updates {
     node_platforms: watch::Sender<Vec<Platform>>,
     low_budgets: watch::Sender<BTreeMap<String, Budget>>,
+    /// Below how many remaining pulls a registry's images are warned about: per registry
+    /// (`rateLimitProbes[].warnBelow`), else `resolution.pullBudgetWarnBelow`.
+    warn_below: Arc<(BTreeMap<String, u64>, u64)>,
 }
 
 impl Updates {
+    /// Start with `node_platforms` and no low budget; a registry's budget is low below
+    /// `warn_below.0[registry]`, else below `warn_below.1`.
+    pub fn new(node_platforms: Vec<Platform>, warn_below: (BTreeMap<String, u64>, u64)) -> Self {
+        Self {
+            node_platforms: watch::Sender::new(node_platforms),
+            low_budgets: watch::Sender::new(BTreeMap::new()),
+            warn_below: Arc::new(warn_below),
+        }
+    }
+
     /// The node platforms in use.
     pub fn node_platforms(&self) -> Vec<Platform> {
         self.node_platforms.borrow().clone()
@@ -66,6 +81,12 @@ impl Updates {
         if !platforms.is_empty() {
             self.node_platforms.send_replace(platforms);
         }
+    }
+
+    /// The budget threshold of a registry.
+    pub fn warn_below(&self, registry: &str) -> u64 {
+        let (each, default) = &*self.warn_below;
+        each.get(registry).copied().unwrap_or(*default)
     }
 
     /// Record a registry's pull budget: below `warn_below`, its images get a `rate-limited` warning.
@@ -91,31 +112,30 @@ impl std::fmt::Debug for Resolver {
     }
 }
 
+impl BudgetSink for Updates {
+    fn observed(&self, registry: &str, budget: Budget) {
+        self.set_budget(registry, budget, self.warn_below(registry));
+    }
+}
+
 impl Resolver {
-    /// A resolver, and the [`Updates`] that change its node platforms and pull budgets later.
+    /// A resolver whose node platforms and pull budgets come from `updates`.
     pub fn new(
-        images: Arc<dyn ImageResolver>,
+        images: Arc<CachedResolver>,
         credentials: Option<Arc<dyn CredentialSource>>,
         node_credentials: Option<Arc<DockerConfig>>,
-        node_platforms: Vec<Platform>,
+        updates: &Updates,
         settings: ResolveSettings,
-    ) -> (Self, Updates) {
-        let (platforms_tx, platforms_rx) = watch::channel(node_platforms);
-        let (budgets_tx, budgets_rx) = watch::channel(BTreeMap::new());
-        let resolver = Self {
+    ) -> Self {
+        Self {
             images,
             credentials,
             node_credentials,
-            node_platforms: platforms_rx,
+            node_platforms: updates.node_platforms.subscribe(),
             settings,
             limits: Mutex::new(HashMap::new()),
-            low_budgets: budgets_rx,
-        };
-        let updates = Updates {
-            node_platforms: platforms_tx,
-            low_budgets: budgets_tx,
-        };
-        (resolver, updates)
+            low_budgets: updates.low_budgets.subscribe(),
+        }
     }
 
     /// The concurrency limit of one registry.
@@ -217,11 +237,12 @@ impl Resolver {
         requests: &RequestCounter,
     ) -> ImageStatus {
         let matching = credentials.for_image(image);
+        let want = pod_platforms.is_some();
         let mut attempts = Vec::new();
         let mut found = None;
         if matching.candidates.is_empty() {
-            match self.images.digest(image, None, requests).await {
-                Ok(digest) => found = Some((digest, None)),
+            match self.images.lookup(image, None, want, requests).await {
+                Ok(answer) => found = Some(answer),
                 Err(error) if error.class() == FailureClass::Auth => {
                     return ImageStatus::AuthFailed {
                         attempts,
@@ -234,9 +255,13 @@ impl Resolver {
             }
         } else {
             for candidate in &matching.candidates {
-                match self.images.digest(image, Some(candidate), requests).await {
-                    Ok(digest) => {
-                        found = Some((digest, Some(candidate)));
+                match self
+                    .images
+                    .lookup(image, Some(candidate), want, requests)
+                    .await
+                {
+                    Ok(answer) => {
+                        found = Some(answer);
                         break;
                     }
                     Err(error) if error.class() == FailureClass::Auth => {
@@ -249,7 +274,7 @@ impl Resolver {
                 }
             }
         }
-        let Some((digest, credential)) = found else {
+        let Some(found) = found else {
             return ImageStatus::AuthFailed {
                 attempts,
                 problems: matching.problems,
@@ -257,14 +282,11 @@ impl Resolver {
                 api_unavailable: credentials.api_unavailable(),
             };
         };
-        let platforms = match pod_platforms {
-            Some(pod) => Some(
-                self.images
-                    .platforms(image, &digest, credential, requests)
-                    .await
-                    .map(|offered| platform::compare(&offered, pod)),
-            ),
-            None => None,
+        let platforms = match (pod_platforms, found.platforms) {
+            (Some(pod), Some(offered)) => {
+                Some(offered.map(|offered| platform::compare(&offered, pod)))
+            }
+            _ => None,
         };
         // A secret without an entry for this registry is normal when another one has it; an unreadable
         // secret (no API) says nothing about an image that pulled (start-up already logs it).
@@ -281,7 +303,7 @@ impl Resolver {
             })
             .collect();
         ImageStatus::Found {
-            digest: digest.0,
+            digest: found.digest.0,
             platforms,
             secret_problems,
         }

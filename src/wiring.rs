@@ -24,8 +24,10 @@ use crate::credentials::{
 };
 use crate::registry::cache::disk::{CacheDirError, DiskCache};
 use crate::registry::cache::{CacheMetrics, CacheSettings, CachedResolver};
+use crate::registry::client::http::{Http, Timeouts};
+use crate::registry::client::{Client, Limits};
 use crate::registry::hosts::{HostsError, RegistryHosts};
-use crate::registry::oci::{OciResolver, Timeouts};
+use crate::registry::net::{Loopback, NetworkPolicy};
 use crate::registry::{ImageResolver, RegistryMetrics};
 use crate::resolve::{ResolveSettings, Resolver, Updates};
 
@@ -46,13 +48,13 @@ pub enum SetupError {
     CacheDir(#[from] CacheDirError),
 }
 
-/// A resolver and the handle that changes its node platforms and pull budgets.
+/// A resolver, the handle that changes its node platforms and pull budgets, and its registry client.
 #[derive(Debug)]
 pub struct Wired {
     pub resolver: Resolver,
     pub updates: Updates,
-    /// The registry endpoints the resolver uses (budget probes reach registries through them too).
-    pub hosts: Arc<RegistryHosts>,
+    /// The registry client under the caches (budget probes talk to registries through it too).
+    pub client: Arc<Client>,
 }
 
 /// `serve`'s resolver: pull secrets and ServiceAccounts read through `kube` when an API is available
@@ -62,11 +64,9 @@ pub fn serve(
     kube: Option<kube::Client>,
     metrics: &mut Registry,
 ) -> Result<Wired, SetupError> {
-    let hosts = Arc::new(RegistryHosts::load(
-        &settings.registries,
-        settings.containerd_hosts_dir.as_deref(),
-    )?);
-    let oci: Arc<dyn ImageResolver> = Arc::new(oci_resolver(settings, hosts.clone(), metrics));
+    let updates = updates(settings);
+    // Inside a cluster the webhook's loopback is its own pod, never what a node means by `localhost`.
+    let client = Arc::new(client(settings, Loopback::Refused, &updates, metrics)?);
     let node_credentials = settings
         .node_credentials
         .as_deref()
@@ -80,11 +80,18 @@ pub fn serve(
             kube_metrics,
         )) as Arc<dyn CredentialSource>
     });
-    let (resolver, updates) = assemble(settings, oci, credentials, node_credentials, metrics);
+    let resolver = assemble(
+        settings,
+        client.clone(),
+        credentials,
+        node_credentials,
+        &updates,
+        metrics,
+    );
     Ok(Wired {
         resolver,
         updates,
-        hosts,
+        client,
     })
 }
 
@@ -120,18 +127,17 @@ pub async fn check(
     registries: &BTreeSet<String>,
     metrics: &mut Registry,
 ) -> Result<CheckResolver, SetupError> {
-    let hosts = Arc::new(RegistryHosts::load(
-        &settings.registries,
-        settings.containerd_hosts_dir.as_deref(),
-    )?);
-    let oci: Arc<dyn ImageResolver> = Arc::new(oci_resolver(settings, hosts, metrics));
+    let updates = updates(settings);
+    // `check` runs on the user's or CI's own machine, where a local registry is normal.
+    let client: Arc<dyn ImageResolver> =
+        Arc::new(client(settings, Loopback::Allowed, &updates, metrics)?);
     let disk = match &access.cache_dir {
-        Some(dir) => Some(Arc::new(DiskCache::open(dir, oci.clone())?)),
+        Some(dir) => Some(Arc::new(DiskCache::open(dir, client.clone())?)),
         None => None,
     };
     let below_memory = match &disk {
         Some(disk) => disk.clone() as Arc<dyn ImageResolver>,
-        None => oci,
+        None => client,
     };
     let local = local_credentials(
         &access.docker_config,
@@ -154,11 +160,12 @@ pub async fn check(
         (None, None) => None,
     };
     let credentials: Arc<dyn CredentialSource> = Arc::new(manifests);
-    let (resolver, _updates) = assemble(
+    let resolver = assemble(
         settings,
         below_memory,
         Some(credentials),
         node_credentials,
+        &updates,
         metrics,
     );
     Ok(CheckResolver {
@@ -168,22 +175,51 @@ pub async fn check(
     })
 }
 
-/// The registry client for these settings' timeouts, over `hosts`.
-fn oci_resolver(
-    settings: &Settings,
-    hosts: Arc<RegistryHosts>,
-    metrics: &mut Registry,
-) -> OciResolver {
-    let r = &settings.resolution;
-    let timeouts = Timeouts {
-        connect: r.connect_timeout(),
-        read: r.read_timeout(),
-    };
-    OciResolver::new(
-        hosts,
-        timeouts,
-        Arc::new(RegistryMetrics::register(metrics)),
+/// Node platforms from the settings, budget thresholds from `rateLimitProbes` and
+/// `resolution.pullBudgetWarnBelow`.
+fn updates(settings: &Settings) -> Updates {
+    let each = settings
+        .rate_limit_probes
+        .iter()
+        .map(|probe| (probe.registry.to_string(), probe.warn_below))
+        .collect();
+    Updates::new(
+        settings.node_platforms.clone(),
+        (each, settings.resolution.pull_budget_warn_below),
     )
+}
+
+/// The registry client: registry hosts (and CA files) loaded once, the network policy, the limits and
+/// timeouts of the settings; budgets it sees go to `updates`.
+fn client(
+    settings: &Settings,
+    loopback: Loopback,
+    updates: &Updates,
+    metrics: &mut Registry,
+) -> Result<Client, SetupError> {
+    let hosts = Arc::new(RegistryHosts::load(
+        &settings.registries,
+        settings.containerd_hosts_dir.as_deref(),
+    )?);
+    let r = &settings.resolution;
+    let http = Http::new(
+        Arc::new(NetworkPolicy::new(&settings.network, loopback)),
+        Timeouts {
+            connect: r.connect_timeout(),
+            read: r.read_timeout(),
+        },
+    );
+    let limits = Limits {
+        manifest_bytes: r.max_manifest_bytes,
+        index_entries: r.max_index_entries,
+    };
+    Ok(Client::new(
+        hosts,
+        http,
+        limits,
+        Arc::new(RegistryMetrics::register(metrics)),
+        Some(Arc::new(updates.clone())),
+    ))
 }
 
 /// The in-memory caches in front of `registry`, then the resolver with its credential chain.
@@ -192,8 +228,9 @@ fn assemble(
     registry: Arc<dyn ImageResolver>,
     credentials: Option<Arc<dyn CredentialSource>>,
     node_credentials: Option<DockerConfig>,
+    updates: &Updates,
     metrics: &mut Registry,
-) -> (Resolver, Updates) {
+) -> Resolver {
     let r = &settings.resolution;
     let cached = CachedResolver::new(
         registry,
@@ -204,7 +241,7 @@ fn assemble(
         Arc::new(cached),
         credentials,
         node_credentials.map(Arc::new),
-        settings.node_platforms.clone(),
+        updates,
         resolve_settings(r),
     )
 }
@@ -214,7 +251,7 @@ pub fn cache_settings(r: &ResolutionSettings) -> CacheSettings {
     CacheSettings::new(
         Duration::from_secs(r.tag_ttl_seconds),
         Duration::from_secs(r.not_found_ttl_seconds),
-        r.cache_entries,
+        r.cache_max_bytes,
     )
 }
 

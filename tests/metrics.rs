@@ -71,13 +71,15 @@ async fn counters_follow_the_admissions() {
         assert_eq!(sample(&text, r#"pullgate_admissions_total{kind="Pod",operation="DELETE",verdict="allowed"}"#), 1.0, "{text}");
         assert_eq!(sample(&text, r#"pullgate_admissions_total{kind="unknown",operation="unknown",verdict="invalid"}"#), 1.0, "{text}");
         assert_eq!(sample(&text, r#"pullgate_findings_total{rule="image-exists",action="deny"}"#), 1.0, "{text}");
-        // One HEAD per distinct tag (the second admission of v1 was answered from the cache).
-        let head_ok = format!(r#"pullgate_registry_requests_total{{registry="{host}",request="manifest_head",outcome="ok"}}"#);
-        let head_missing = format!(r#"pullgate_registry_requests_total{{registry="{host}",request="manifest_head",outcome="not_found"}}"#);
+        // One manifest GET per distinct tag (the second admission of v1 was answered from the cache),
+        // and the config blob of the one that exists.
         let get_ok = format!(r#"pullgate_registry_requests_total{{registry="{host}",request="manifest_get",outcome="ok"}}"#);
-        assert_eq!(sample(&text, &head_ok), 1.0, "{text}");
-        assert_eq!(sample(&text, &head_missing), 1.0, "{text}");
+        let get_missing = format!(r#"pullgate_registry_requests_total{{registry="{host}",request="manifest_get",outcome="not_found"}}"#);
+        let blob_ok = format!(r#"pullgate_registry_requests_total{{registry="{host}",request="blob_get",outcome="ok"}}"#);
         assert_eq!(sample(&text, &get_ok), 1.0, "{text}");
+        assert_eq!(sample(&text, &get_missing), 1.0, "{text}");
+        assert_eq!(sample(&text, &blob_ok), 1.0, "{text}");
+        assert!(!text.contains(r#"request="manifest_head""#), "{text}");
         assert_eq!(sample(&text, "pullgate_admissions_in_flight"), 0.0, "{text}");
         // v1 twice (a miss, then a hit), v9 once (a miss); platforms only for the image that exists.
         assert_eq!(sample(&text, r#"pullgate_cache_lookups_total{cache="digest",result="miss"}"#), 2.0, "{text}");

@@ -207,7 +207,7 @@ async fn authenticated_but_denied_is_named() {
         let response = admit(&app, &pod_review(spec_with_secrets(&image, &["regcred"]))).await;
         assert_eq!(response["allowed"], false, "{response}");
         assert!(
-            message(&response).contains("[pull-secret-valid] secret \"regcred\" authenticates but is denied access to team/app"),
+            message(&response).contains("[pull-secret-valid] secret \"regcred\" is valid but has no pull access to team/app"),
             "{response}"
         );
     })

@@ -30,18 +30,28 @@ impl ImageResolver for Instant100k {
         let digest = format!("sha256:{:064x}", fxhash(&image.to_string()));
         Box::pin(async move { Ok(ManifestDigest(digest)) })
     }
-    fn platforms<'a>(
+    fn manifest<'a>(
         &'a self,
-        _: &'a ImageRef,
-        _: &'a ManifestDigest,
+        image: &'a ImageRef,
         _: Option<&'a Credential>,
+        _: bool,
         _: &'a RequestCounter,
-    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
-        Box::pin(async {
-            Ok(vec!["linux/amd64".parse().map_err(|_| {
-                ResolveError::InvalidResponse(String::new())
-            })?])
+    ) -> BoxFuture<'a, Result<Found, ResolveError>> {
+        let digest = format!("sha256:{:064x}", fxhash(&image.to_string()));
+        Box::pin(async move {
+            Ok(Found {
+                digest: ManifestDigest(digest),
+                platforms: Some(Ok(vec![
+                    "linux/amd64"
+                        .parse()
+                        .map_err(|_| ResolveError::InvalidResponse(String::new()))?,
+                ])),
+            })
         })
+    }
+
+    fn head_first(&self, _: &str) -> bool {
+        false
     }
 }
 
@@ -103,12 +113,8 @@ pub async fn p4_memory() -> anyhow::Result<Vec<Row>> {
         let image: ImageRef = format!("registry.example.com/team{}/app{i}:v{}", i % 100, i % 7)
             .parse()
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let digest = cache
-            .digest(&image, None, &requests)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
         cache
-            .platforms(&image, &digest, None, &requests)
+            .lookup(&image, None, true, &requests)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }

@@ -52,6 +52,17 @@ impl ImageRef {
         self.registry.as_str()
     }
 
+    /// The same repository pinned to `digest` (what a tag resolved to): `registry/repository@digest`.
+    pub fn pinned(&self, digest: &str) -> Result<ImageRef, ImageRefError> {
+        Ok(Self {
+            original: format!("{}/{}@{digest}", self.registry, self.repository),
+            registry: self.registry.clone(),
+            repository: self.repository.clone(),
+            tag: None,
+            digest: Some(digest.parse()?),
+        })
+    }
+
     /// The registry host, as validated when the reference was parsed.
     pub fn registry_host(&self) -> &RegistryHost {
         &self.registry

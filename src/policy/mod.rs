@@ -14,7 +14,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{Facts, RegistryNeed, Resolved, truncate_chars};
+use crate::facts::{Facts, RegistryNeed, Resolved, printable, truncate_chars};
 pub use file::{
     API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope,
     default_deprecations, load_dir, parse_file, policy_files,
@@ -155,14 +155,18 @@ pub struct Finding {
 
 /// Longest warning Kubernetes passes through without truncating.
 pub const WARNING_MAX: usize = 256;
+/// Longest line of a denial message.
+pub const DENY_LINE_MAX: usize = 512;
 
 impl Finding {
     /// The line in a denial message: names the container, the image, the rule, the cause and the fix.
+    /// At most [`DENY_LINE_MAX`] characters, without control characters.
     pub fn deny_line(&self) -> String {
-        format!(
+        let line = format!(
             "container {:?} (image {}): [{}] {} — {}",
             self.container, self.image, self.rule, self.message, self.fix
-        )
+        );
+        truncate_chars(&printable(&line), DENY_LINE_MAX)
     }
 
     /// A Kubernetes-style warning: `<field path>: [rule] cause — fix`, cut to [`WARNING_MAX`] characters.
@@ -171,7 +175,7 @@ impl Finding {
             "{}: [{}] {} — {}",
             self.image_path, self.rule, self.message, self.fix
         );
-        truncate_chars(&line, WARNING_MAX)
+        truncate_chars(&printable(&line), WARNING_MAX)
     }
 }
 

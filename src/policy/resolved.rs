@@ -6,7 +6,7 @@ use super::RuleId;
 use super::rules::Outcome;
 use crate::facts::{
     AuthAttempt, ContainerFacts, CredentialOrigin, FailureClass, ImageStatus, Missing,
-    ResolveError, Resolved, SecretProblem, SecretProblemKind,
+    ResolveError, Resolved, SecretProblem, SecretProblemKind, seconds,
 };
 use crate::image::ImageRef;
 use crate::platform::{Platform, PlatformMatch, PodPlatforms};
@@ -94,9 +94,9 @@ pub(super) fn check(
         }
         (RuleId::RegistryReachable, ImageStatus::TimedOut(budget)) => Some(Outcome::new(
             format!(
-                "could not verify: {} did not answer within {} s",
+                "could not verify: {} did not answer within {}",
                 image.registry(),
-                budget.as_secs_f32()
+                seconds(*budget)
             ),
             "check DNS, firewall and proxy between the nodes and the registry".into(),
         )),
@@ -135,12 +135,37 @@ fn not_found(image: &ImageRef, missing: Missing) -> Outcome {
     }
 }
 
+/// Platforms as a message lists them: at most [`LISTED`], then how many more.
 fn list(platforms: &[Platform]) -> String {
-    platforms
+    let mut text = platforms
         .iter()
+        .take(LISTED)
         .map(ToString::to_string)
         .collect::<Vec<_>>()
-        .join(", ")
+        .join(", ");
+    if platforms.len() > LISTED {
+        text.push_str(&format!(
+            " … and {} more",
+            thousands(platforms.len() - LISTED)
+        ));
+    }
+    text
+}
+
+/// Most platforms named in a message.
+const LISTED: usize = 8;
+
+/// `99998` → `99,998`.
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn platform(found: &PlatformMatch, pod: Option<&PodPlatforms>) -> Option<Outcome> {
@@ -205,7 +230,7 @@ fn auth_failed(
     if let Some(denied) = attempts.iter().find(|a| a.error == ResolveError::Denied) {
         return Outcome::new(
             format!(
-                "{} authenticates but is denied access to {repository} on {registry} (403)",
+                "{} is valid but has no pull access to {repository} on {registry} (403 or insufficient_scope)",
                 denied.origin
             ),
             format!("grant that account pull access to {repository}, or use a secret that has it"),

@@ -1,13 +1,15 @@
 //! Pull budgets: how many pulls a rate-limited registry (Docker Hub) still allows from here, read from
-//! the `ratelimit-remaining` / `ratelimit-limit` headers of a `HEAD` on a manifest — which itself does not
-//! count against the budget. Anonymous, with the registry's own Bearer challenge, as Docker documents.
+//! the `ratelimit-remaining` / `ratelimit-limit` headers that such a registry puts on its answers. Every
+//! answer of a registry's own endpoint is read for them (passively, at no cost); `rateLimitProbes` add a
+//! periodic anonymous `HEAD`, which does not count as a pull.
 
-use std::time::Duration;
+use crate::facts::Budget;
 
-use serde::Deserialize;
-
-use super::hosts::{Endpoint, Scheme};
-use crate::facts::{Budget, ResolveError};
+/// Where observed budgets go (the resolver's low-budget warnings).
+pub trait BudgetSink: Send + Sync {
+    /// `registry` (as in image references) answered with this budget.
+    fn observed(&self, registry: &str, budget: Budget);
+}
 
 /// `76;w=21600` → (76, Some(21600)).
 fn parse_header(value: &str) -> Option<(u64, Option<u64>)> {
@@ -31,120 +33,6 @@ pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<Budget> {
     })
 }
 
-/// `Bearer realm="…",service="…"` → (realm, service).
-fn bearer_challenge(header: &str) -> Option<(String, Option<String>)> {
-    let rest = header.trim().strip_prefix("Bearer ")?;
-    let mut realm = None;
-    let mut service = None;
-    for part in rest.split(',') {
-        let (key, value) = part.trim().split_once('=')?;
-        let value = value.trim_matches('"').to_owned();
-        match key.trim() {
-            "realm" => realm = Some(value),
-            "service" => service = Some(value),
-            _ => {}
-        }
-    }
-    Some((realm?, service))
-}
-
-#[derive(Deserialize)]
-struct TokenAnswer {
-    token: Option<String>,
-    access_token: Option<String>,
-}
-
-/// A client for probing one endpoint, trusting what the nodes trust.
-pub fn client(endpoint: &Endpoint, timeout: Duration) -> Result<reqwest::Client, ResolveError> {
-    let mut builder = reqwest::Client::builder()
-        .timeout(timeout)
-        .redirect(reqwest::redirect::Policy::limited(3))
-        .danger_accept_invalid_certs(endpoint.skip_verify);
-    for pem in &endpoint.ca_pems {
-        for cert in reqwest::Certificate::from_pem_bundle(pem)
-            .map_err(|e| ResolveError::Tls(format!("unusable CA: {e}")))?
-        {
-            builder = builder.add_root_certificate(cert);
-        }
-    }
-    builder
-        .build()
-        .map_err(|e| ResolveError::Connect(format!("cannot build the probe client: {e}")))
-}
-
-fn network(error: &reqwest::Error) -> ResolveError {
-    if error.is_timeout() {
-        ResolveError::Timeout
-    } else {
-        ResolveError::Connect(crate::facts::truncate_chars(&error.to_string(), 160))
-    }
-}
-
-/// `HEAD` a manifest of `repository` (anonymously, answering a Bearer challenge) and read the budget.
-/// `Ok(None)`: the registry answered but does not publish a budget.
-pub async fn probe(
-    client: &reqwest::Client,
-    endpoint: &Endpoint,
-    repository: &str,
-) -> Result<Option<Budget>, ResolveError> {
-    let scheme = match endpoint.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
-    let url = format!(
-        "{scheme}://{}/v2/{repository}/manifests/latest",
-        endpoint.host
-    );
-    let first = client.head(&url).send().await.map_err(|e| network(&e))?;
-    let answer = if first.status() == reqwest::StatusCode::UNAUTHORIZED {
-        let challenge = first
-            .headers()
-            .get(reqwest::header::WWW_AUTHENTICATE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_challenge)
-            .ok_or(ResolveError::Unauthorized)?;
-        let (realm, service) = challenge;
-        let mut query = vec![("scope", format!("repository:{repository}:pull"))];
-        if let Some(service) = service {
-            query.push(("service", service));
-        }
-        let realm = reqwest::Url::parse_with_params(&realm, &query)
-            .map_err(|e| ResolveError::InvalidResponse(format!("token realm: {e}")))?;
-        let body = client
-            .get(realm)
-            .send()
-            .await
-            .map_err(|e| network(&e))?
-            .error_for_status()
-            .map_err(|_| ResolveError::Unauthorized)?
-            .bytes()
-            .await
-            .map_err(|e| network(&e))?;
-        let token: TokenAnswer = serde_json::from_slice(&body)
-            .map_err(|e| ResolveError::InvalidResponse(format!("token answer: {e}")))?;
-        let token = token
-            .token
-            .or(token.access_token)
-            .ok_or_else(|| ResolveError::InvalidResponse("token answer has no token".into()))?;
-        client
-            .head(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map_err(|e| network(&e))?
-    } else {
-        first
-    };
-    if answer.status() == reqwest::StatusCode::TOO_MANY_REQUESTS {
-        return Ok(Some(Budget {
-            remaining: 0,
-            limit: None,
-            window_seconds: None,
-        }));
-    }
-    Ok(from_headers(answer.headers()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,13 +47,18 @@ mod tests {
     }
 
     #[test]
-    fn docker_hub_challenge() {
-        let (realm, service) = bearer_challenge(
-            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io""#,
-        )
-        .expect("challenge");
-        assert_eq!(realm, "https://auth.docker.io/token");
-        assert_eq!(service.as_deref(), Some("registry.docker.io"));
-        assert!(bearer_challenge("Basic realm=x").is_none());
+    fn budgets_come_from_headers() {
+        let mut headers = reqwest::header::HeaderMap::new();
+        assert_eq!(from_headers(&headers), None);
+        headers.insert("ratelimit-remaining", "7;w=21600".parse().expect("value"));
+        headers.insert("ratelimit-limit", "100;w=21600".parse().expect("value"));
+        assert_eq!(
+            from_headers(&headers),
+            Some(Budget {
+                remaining: 7,
+                limit: Some(100),
+                window_seconds: Some(21600)
+            })
+        );
     }
 }

@@ -1,59 +1,93 @@
-//! Turning oci-client errors into [`ResolveError`]s. reqwest's own message says only "error sending
-//! request", so the cause is read from the `source()` chain (refused, DNS, timeout, unknown CA).
+//! Turning what a registry conversation ended in into a [`ResolveError`], in the words the troubleshooting
+//! guide uses: statuses and distribution error codes, and transport errors — whose `Display` says only
+//! "error sending request", so the cause is read from the `source()` chain (refused, DNS, timeout,
+//! unknown CA, an address the network policy refused).
+//!
+//! Registry-supplied text never reaches a message raw: [`sanitize`] quotes it, escapes control characters
+//! (kube-apiserver drops a warning that has any) and caps it at 160 characters.
 
 use std::error::Error as StdError;
 
-use oci_client::errors::{OciDistributionError, OciErrorCode};
+use serde::Deserialize;
 
-use crate::facts::{Missing, ResolveError};
+use super::net::Refused;
+use crate::facts::{Missing, ResolveError, truncate_chars};
 
-/// Classify an oci-client error.
-pub fn classify(error: &OciDistributionError) -> ResolveError {
-    match error {
-        OciDistributionError::RegistryError { envelope, .. } => {
-            let codes: Vec<&OciErrorCode> = envelope.errors.iter().map(|e| &e.code).collect();
-            let has = |wanted: fn(&OciErrorCode) -> bool| codes.iter().any(|c| wanted(c));
-            if has(|c| matches!(c, OciErrorCode::NameUnknown)) {
-                ResolveError::NotFound(Missing::Repository)
-            } else if has(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NotFound)) {
-                ResolveError::NotFound(Missing::Manifest)
-            } else if has(|c| matches!(c, OciErrorCode::Toomanyrequests)) {
-                let detail = envelope
-                    .errors
-                    .iter()
-                    .map(|e| e.message.as_str())
-                    .find(|m| !m.is_empty())
-                    .unwrap_or_default();
-                ResolveError::RateLimited(short(detail))
-            } else if has(|c| matches!(c, OciErrorCode::Denied)) {
-                ResolveError::Denied
-            } else if has(|c| matches!(c, OciErrorCode::Unauthorized)) {
-                ResolveError::Unauthorized
-            } else {
-                ResolveError::InvalidResponse(short(&envelope.to_string()))
-            }
+/// Longest registry-supplied text quoted in a message.
+const QUOTED_MAX: usize = 160;
+
+/// Registry-supplied text, fit for a message: trimmed, at most 160 characters, quoted, with control
+/// characters escaped.
+pub fn sanitize(text: &str) -> String {
+    format!("{:?}", truncate_chars(text.trim(), QUOTED_MAX))
+}
+
+/// The error envelope of the distribution API: `{"errors": [{"code": …, "message": …}]}`.
+#[derive(Debug, Default, Deserialize)]
+struct Envelope {
+    #[serde(default)]
+    errors: Vec<EnvelopeError>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvelopeError {
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+/// A registry's error answer: its status and (capped) body.
+pub fn status(status: u16, body: &[u8]) -> ResolveError {
+    let envelope: Envelope = serde_json::from_slice(body).unwrap_or_default();
+    let has = |code: &str| envelope.errors.iter().any(|e| e.code == code);
+    let detail = || {
+        let message = envelope
+            .errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .find(|m| !m.trim().is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+        if message.trim().is_empty() {
+            String::new()
+        } else {
+            sanitize(&message)
         }
-        OciDistributionError::ServerError { code, message, .. } => match code {
-            401 => ResolveError::Unauthorized,
-            403 => ResolveError::Denied,
-            404 => ResolveError::NotFound(Missing::Manifest),
-            429 => ResolveError::RateLimited(short(message)),
-            // A plain HTTP request to a TLS port gets 400 "Client sent an HTTP request to an HTTPS server".
-            400 if message.contains("HTTPS") => ResolveError::Tls(
-                "the registry serves HTTPS but was contacted over plain HTTP".into(),
-            ),
-            status => ResolveError::Server { status: *status },
-        },
-        OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => ResolveError::Unauthorized,
-        OciDistributionError::RequestError(e) => classify_request(e),
-        OciDistributionError::IoError(e) => ResolveError::Connect(short(&e.to_string())),
-        other => ResolveError::InvalidResponse(short(&other.to_string())),
+    };
+    match status {
+        404 if has("NAME_UNKNOWN") => ResolveError::NotFound(Missing::Repository),
+        404 => ResolveError::NotFound(Missing::Manifest),
+        429 => ResolveError::RateLimited(detail()),
+        _ if has("TOOMANYREQUESTS") => ResolveError::RateLimited(detail()),
+        401 => ResolveError::Unauthorized,
+        403 => ResolveError::Denied,
+        // A plain HTTP request to a TLS port gets 400 "Client sent an HTTP request to an HTTPS server".
+        400 if String::from_utf8_lossy(body).contains("HTTPS") => {
+            ResolveError::Tls("the registry serves HTTPS but was contacted over plain HTTP".into())
+        }
+        status => ResolveError::Server { status },
     }
 }
 
-/// Classify a transport error by walking its causes.
-fn classify_request(error: &reqwest::Error) -> ResolveError {
+/// An address the network policy refused, dialled as `role` ("registry", "token service", …).
+pub fn refused(refused: &Refused, role: &str) -> ResolveError {
+    ResolveError::AddressRefused {
+        role: role.to_owned(),
+        address: refused.address.to_string(),
+        class: refused.class.to_string(),
+    }
+}
+
+/// A transport error of a request to `role`, classified by walking its causes.
+pub fn transport(error: &reqwest::Error, role: &str) -> ResolveError {
+    let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
+    while let Some(current) = cause {
+        if let Some(why) = current.downcast_ref::<Refused>() {
+            return refused(why, role);
+        }
+        cause = current.source();
+    }
     let chain = causes(error);
     let lower = chain.to_lowercase();
     if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
@@ -111,79 +145,53 @@ fn tls_reason(chain: &str) -> String {
     }
 }
 
-/// Cap registry-supplied text: a hostile registry must not fill our messages.
+/// Cap text from the transport: it may quote what a hostile peer sent.
 fn short(text: &str) -> String {
-    crate::facts::truncate_chars(text.trim(), 160)
+    truncate_chars(
+        &text
+            .trim()
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>(),
+        QUOTED_MAX,
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_client::errors::OciEnvelope;
     use rstest::rstest;
 
-    fn registry_error(json: &str) -> OciDistributionError {
-        OciDistributionError::RegistryError {
-            envelope: serde_json::from_str::<OciEnvelope>(json).expect("envelope parses"),
-            url: "http://127.0.0.1/v2/x/manifests/y".into(),
-        }
-    }
-
-    fn server_error(code: u16, message: &str) -> OciDistributionError {
-        OciDistributionError::ServerError {
-            code,
-            url: "http://127.0.0.1/v2/x/manifests/y".into(),
-            message: message.into(),
-        }
-    }
-
+    #[rustfmt::skip] // one case per line: the table reads as a table
     #[rstest]
-    #[case::manifest_unknown(
-        registry_error(r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#),
-        ResolveError::NotFound(Missing::Manifest)
-    )]
-    #[case::name_unknown(
-        registry_error(
-            r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}"#
-        ),
-        ResolveError::NotFound(Missing::Repository)
-    )]
-    #[case::denied(
-        registry_error(r#"{"errors":[{"code":"DENIED","message":"denied"}]}"#),
-        ResolveError::Denied
-    )]
-    #[case::unauthorized(
-        registry_error(
-            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#
-        ),
-        ResolveError::Unauthorized
-    )]
-    #[case::rate_limited(registry_error(r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#), ResolveError::RateLimited("You have reached your pull rate limit.".into()))]
-    #[case::html_404(
-        server_error(404, "<html>not found</html>"),
-        ResolveError::NotFound(Missing::Manifest)
-    )]
-    #[case::plain_429(server_error(429, "slow down"), ResolveError::RateLimited("slow down".into()))]
-    #[case::plain_401(server_error(401, ""), ResolveError::Unauthorized)]
-    #[case::plain_403(server_error(403, ""), ResolveError::Denied)]
-    #[case::server_500(server_error(500, "{\"oops\":1}"), ResolveError::Server { status: 500 })]
-    #[case::http_to_https(server_error(400, "Client sent an HTTP request to an HTTPS server."), ResolveError::Tls("the registry serves HTTPS but was contacted over plain HTTP".into()))]
-    #[case::unauthorized_error(OciDistributionError::UnauthorizedError { url: "u".into() }, ResolveError::Unauthorized)]
-    #[case::token_failure(OciDistributionError::AuthenticationFailure("401".into()), ResolveError::Unauthorized)]
-    fn registry_answers_are_classified(
-        #[case] error: OciDistributionError,
-        #[case] expected: ResolveError,
-    ) {
-        assert_eq!(classify(&error), expected);
+    #[case::manifest_unknown(404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]}"#, ResolveError::NotFound(Missing::Manifest))]
+    #[case::name_unknown(404, r#"{"errors":[{"code":"NAME_UNKNOWN","message":"repository name not known"}]}"#, ResolveError::NotFound(Missing::Repository))]
+    #[case::html_404(404, "<html>not found</html>", ResolveError::NotFound(Missing::Manifest))]
+    #[case::empty_404(404, "", ResolveError::NotFound(Missing::Manifest))]
+    #[case::denied(403, r#"{"errors":[{"code":"DENIED","message":"denied"}]}"#, ResolveError::Denied)]
+    #[case::unauthorized(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#, ResolveError::Unauthorized)]
+    #[case::rate_limited(429, r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#, ResolveError::RateLimited("\"You have reached your pull rate limit.\"".into()))]
+    #[case::plain_429(429, "slow down", ResolveError::RateLimited("\"slow down\"".into()))]
+    #[case::bare_429(429, "", ResolveError::RateLimited(String::new()))]
+    #[case::server_500(500, "{\"oops\":1}", ResolveError::Server { status: 500 })]
+    #[case::http_to_https(400, "Client sent an HTTP request to an HTTPS server.", ResolveError::Tls("the registry serves HTTPS but was contacted over plain HTTP".into()))]
+    fn registry_answers_are_classified(#[case] code: u16, #[case] body: &str, #[case] expected: ResolveError) {
+        assert_eq!(status(code, body.as_bytes()), expected);
     }
 
     #[test]
-    fn hostile_registry_text_is_capped() {
-        let huge = "A".repeat(100_000);
-        let ResolveError::RateLimited(detail) = classify(&server_error(429, &huge)) else {
+    fn hostile_registry_text_is_capped_quoted_and_has_no_control_characters() {
+        let huge = format!("{}\u{7}\r\n{}", "A".repeat(100), "B".repeat(100_000));
+        let ResolveError::RateLimited(detail) = status(429, huge.as_bytes()) else {
             panic!("429 is a rate limit");
         };
-        assert!(detail.chars().count() <= 160, "{}", detail.len());
+        assert!(
+            detail.chars().count() <= QUOTED_MAX + 12,
+            "{}",
+            detail.len()
+        );
+        assert!(detail.starts_with('"') && detail.ends_with('"'), "{detail}");
+        assert!(!detail.chars().any(char::is_control), "{detail:?}");
     }
 
     #[rstest]

@@ -8,6 +8,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -24,6 +25,11 @@ struct RequestLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BudgetLabels {
+    registry: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TimingLabels {
     registry: String,
     request: &'static str,
@@ -34,10 +40,12 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 16))
 }
 
-/// `pullgate_registry_requests` and `pullgate_registry_request_duration_seconds`.
+/// `pullgate_registry_requests`, `pullgate_registry_request_duration_seconds` and
+/// `pullgate_registry_ratelimit_remaining`.
 pub struct RegistryMetrics {
     requests: Family<RequestLabels, Counter>,
     seconds: Family<TimingLabels, Histogram>,
+    ratelimit_remaining: Family<BudgetLabels, Gauge>,
     seen_registries: Mutex<HashSet<String>>,
 }
 
@@ -53,7 +61,7 @@ impl RegistryMetrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "registry_requests",
-            "Registry lookups, by registry host, request (manifest_head, manifest_get) and outcome class",
+            "Registry requests, by registry host, request (manifest_head, manifest_get, blob_get, token, budget_probe) and outcome class",
             requests.clone(),
         );
         let seconds =
@@ -63,9 +71,16 @@ impl RegistryMetrics {
             "Time of one registry lookup, by registry host and request",
             seconds.clone(),
         );
+        let ratelimit_remaining = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "registry_ratelimit_remaining",
+            "Pulls left in the current window of a registry that publishes its pull budget",
+            ratelimit_remaining.clone(),
+        );
         Self {
             requests,
             seconds,
+            ratelimit_remaining,
             seen_registries: Mutex::new(HashSet::new()),
         }
     }
@@ -84,6 +99,15 @@ impl RegistryMetrics {
             return host.to_owned();
         }
         "other".to_owned()
+    }
+
+    /// Set a registry's remaining pulls, as its answers publish them.
+    pub fn budget(&self, registry: &str, remaining: u64) {
+        self.ratelimit_remaining
+            .get_or_create(&BudgetLabels {
+                registry: self.registry_label(registry),
+            })
+            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     }
 
     /// Count one exchange with `host` and its time.
@@ -124,5 +148,9 @@ fn outcome_label(error: &ResolveError) -> &'static str {
         ResolveError::Timeout => "timeout",
         ResolveError::Server { .. } => "server_error",
         ResolveError::InvalidResponse(_) => "invalid_response",
+        ResolveError::TokenService(_) => "token_service",
+        ResolveError::TooLarge { .. } => "too_large",
+        ResolveError::AddressRefused { .. } => "address_refused",
+        ResolveError::CredentialsWithheld { .. } => "credentials_withheld",
     }
 }

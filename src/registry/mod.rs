@@ -1,15 +1,17 @@
-//! Asking registries about images: the [`ImageResolver`] trait (tag → digest, digest → platforms), the
-//! classification of how a registry conversation failed (in the words of the troubleshooting guide), the
-//! oci-client implementation in [`oci`], and the caches in front of it ([`cache`]). [`hosts`] says how the
-//! nodes reach each registry (mirrors, CA, plain HTTP), so pullgate sees registries the way the nodes do.
+//! Asking registries about images: the [`ImageResolver`] trait (tag → digest, manifest → platforms),
+//! pullgate's own distribution [`client`] (bounded, guarded, minimal round trips), the classification
+//! of how a conversation failed (in the words of the troubleshooting guide), the caches in front of it
+//! ([`cache`]), and the network policy every connection passes ([`net`]). [`hosts`] says how the nodes
+//! reach each registry (mirrors, CA, plain HTTP), so pullgate sees registries the way the nodes do.
 //! [`RegistryMetrics`] counts every exchange.
 
 pub mod budget;
 pub mod cache;
 mod classify;
+pub mod client;
 pub mod hosts;
 mod metrics;
-pub mod oci;
+pub mod net;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -20,7 +22,7 @@ use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
-pub use classify::classify;
+pub use classify::sanitize;
 pub use metrics::RegistryMetrics;
 
 /// Counts the registry requests made for one resolution, so that the admission's log line can say how
@@ -40,9 +42,18 @@ impl RequestCounter {
     }
 }
 
+/// What a manifest lookup found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub digest: ManifestDigest,
+    /// The platforms the manifest offers, when they were asked for: an index lists them, a single
+    /// image's config blob names its one platform. An error here leaves the digest standing.
+    pub platforms: Option<Result<Vec<Platform>, ResolveError>>,
+}
+
 /// Asks a registry about images, with one credential (or anonymously).
 pub trait ImageResolver: Send + Sync {
-    /// The manifest digest the image's tag (or digest) resolves to: a HEAD request, no pull quota used.
+    /// The manifest digest the image's tag (or digest) resolves to: a `HEAD`, no pull quota used.
     fn digest<'a>(
         &'a self,
         image: &'a ImageRef,
@@ -50,13 +61,18 @@ pub trait ImageResolver: Send + Sync {
         requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>>;
 
-    /// The platforms of the manifest with this digest: an index lists them; a single image's config
-    /// blob names its one platform.
-    fn platforms<'a>(
+    /// The manifest (by tag or digest): its digest and, with `platforms`, the platforms it offers. One
+    /// `GET` for an index, two for a single image (its config blob).
+    fn manifest<'a>(
         &'a self,
         image: &'a ImageRef,
-        digest: &'a ManifestDigest,
         credential: Option<&'a Credential>,
+        platforms: bool,
         requests: &'a RequestCounter,
-    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>>;
+    ) -> BoxFuture<'a, Result<Found, ResolveError>>;
+
+    /// Whether a tag is better resolved with a `HEAD` first, so that a digest whose platforms are known
+    /// costs nothing more: where manifest `GET`s count against a pull quota (`pullQuota`), and where
+    /// platforms are kept between runs (the disk cache).
+    fn head_first(&self, registry: &str) -> bool;
 }

@@ -1,5 +1,5 @@
-//! The metrics the server records itself — admissions, findings, latency, in-flight requests, reloads and
-//! watched pull budgets — and the exposition of every metric registered on the same registry by the other
+//! The metrics the server records itself — admissions, findings, latency, in-flight requests and
+//! reloads — and the exposition of every metric registered on the same registry by the other
 //! modules (registry requests, caches, Kubernetes lookups).
 
 use std::time::Duration;
@@ -32,11 +32,6 @@ struct ReloadLabels {
     outcome: &'static str,
 }
 
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct BudgetLabels {
-    registry: String,
-}
-
 /// The server's metrics and the registry `/metrics` exposes.
 pub struct Metrics {
     registry: Registry,
@@ -45,7 +40,6 @@ pub struct Metrics {
     findings: Family<FindingLabels, Counter>,
     in_flight: Gauge,
     reloads: Family<ReloadLabels, Counter>,
-    ratelimit_remaining: Family<BudgetLabels, Gauge>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -98,12 +92,6 @@ impl Metrics {
             "Reloads of policies and certificates, by outcome (ok, failed)",
             reloads.clone(),
         );
-        let ratelimit_remaining = Family::<BudgetLabels, Gauge>::default();
-        registry.register(
-            "registry_ratelimit_remaining",
-            "Pulls left in the current window of a watched registry (rateLimitProbes)",
-            ratelimit_remaining.clone(),
-        );
         Self {
             registry,
             admissions,
@@ -111,7 +99,6 @@ impl Metrics {
             findings,
             in_flight,
             reloads,
-            ratelimit_remaining,
         }
     }
 
@@ -132,15 +119,6 @@ impl Metrics {
                 outcome: if ok { "ok" } else { "failed" },
             })
             .inc();
-    }
-
-    /// Set a watched registry's remaining pulls.
-    pub fn budget(&self, registry: &str, remaining: u64) {
-        self.ratelimit_remaining
-            .get_or_create(&BudgetLabels {
-                registry: registry.to_owned(),
-            })
-            .set(i64::try_from(remaining).unwrap_or(i64::MAX));
     }
 
     /// One more admission in flight, until the guard is dropped.

@@ -24,8 +24,6 @@ pub use reload::PolicyStore;
 pub use router::{AppState, router};
 
 use crate::config::{KubeApi, ServeConfig, TlsSource};
-use crate::registry::hosts::RegistryHosts;
-use crate::resolve::Updates;
 
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
@@ -93,7 +91,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let wired = crate::wiring::serve(&settings, kube.clone(), &mut registry)
         .context("invalid registry settings")?;
     let metrics = Arc::new(Metrics::new(registry));
-    let probes = budget_probes(&settings, &wired.hosts, &wired.updates, &metrics);
+    let probes: Vec<_> = settings
+        .rate_limit_probes
+        .iter()
+        .map(|probe| {
+            tokio::spawn(probes::keep_probing(
+                probe.clone(),
+                wired.client.clone(),
+                wired.updates.clone(),
+            ))
+        })
+        .collect();
     let discovery = match (&kube, settings.node_platform_discovery) {
         (Some(client), true) => Some(tokio::spawn(nodes::keep_discovering(
             client.clone(),
@@ -181,31 +189,6 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .chain(probes)
             .collect(),
     })
-}
-
-/// Start one pull-budget probe per `rateLimitProbes` entry, against the registry's own upstream endpoint.
-fn budget_probes(
-    settings: &crate::config::Settings,
-    hosts: &RegistryHosts,
-    updates: &Updates,
-    metrics: &Arc<Metrics>,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    settings
-        .rate_limit_probes
-        .iter()
-        .filter_map(|probe| {
-            let endpoint = hosts
-                .endpoints(probe.registry.as_str())
-                .into_iter()
-                .rfind(|e| !e.is_mirror)?;
-            Some(tokio::spawn(probes::keep_probing(
-                probe.clone(),
-                endpoint,
-                updates.clone(),
-                metrics.clone(),
-            )))
-        })
-        .collect()
 }
 
 /// A Kubernetes client for reading pull secrets: from `--kubeconfig` when given (an error if it is

@@ -196,6 +196,15 @@ fn basic_user(headers: &HeaderMap) -> Option<String> {
 
 /// Start a [`Proxy`] to the plain-HTTP registry at `upstream` (`host:port`).
 pub async fn proxy(upstream: String, delay: std::time::Duration) -> Proxy {
+    proxy_with_headers(upstream, delay, Vec::new()).await
+}
+
+/// A [`Proxy`] that adds `headers` to every answer (e.g. Docker Hub's `ratelimit-*`).
+pub async fn proxy_with_headers(
+    upstream: String,
+    delay: std::time::Duration,
+    headers: Vec<(&'static str, String)>,
+) -> Proxy {
     use axum::body::{Body, Bytes};
     use axum::extract::State;
     use axum::http::{Method, Uri};
@@ -207,6 +216,7 @@ pub async fn proxy(upstream: String, delay: std::time::Duration) -> Proxy {
         delay: std::time::Duration,
         client: reqwest::Client,
         exchanges: Arc<std::sync::Mutex<Vec<Exchange>>>,
+        headers: Vec<(&'static str, String)>,
     }
     async fn forward(
         State(proxy): State<Forward>,
@@ -233,6 +243,11 @@ pub async fn proxy(upstream: String, delay: std::time::Duration) -> Proxy {
                 for (name, value) in &headers {
                     if name != "content-length" && name != "transfer-encoding" {
                         out.headers_mut().insert(name, value.clone());
+                    }
+                }
+                for (name, value) in &proxy.headers {
+                    if let Ok(value) = value.parse() {
+                        out.headers_mut().insert(*name, value);
                     }
                 }
                 (status, out)
@@ -263,6 +278,7 @@ pub async fn proxy(upstream: String, delay: std::time::Duration) -> Proxy {
             .build()
             .expect("proxy client"),
         exchanges: exchanges.clone(),
+        headers,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -18,9 +18,11 @@ use tower::ServiceExt;
 
 use super::registry::TestRegistry;
 
-/// Settings that reach `registry` the way the nodes would (plain HTTP or its test CA).
+/// Settings that reach `registry` the way the nodes would (plain HTTP or its test CA). The test
+/// registries are on 127.0.0.1, which `serve` refuses unless allowed: they allow loopback.
 pub fn settings_for(registries: &[&TestRegistry]) -> Settings {
     let mut settings = Settings::default();
+    allow_loopback(&mut settings);
     for reg in registries {
         settings.registries.insert(
             reg.host().parse().expect("registry host"),
@@ -34,7 +36,17 @@ pub fn settings_for(registries: &[&TestRegistry]) -> Settings {
     settings
 }
 
+/// Let `serve` dial 127.0.0.0/8, where the test registries listen.
+pub fn allow_loopback(settings: &mut Settings) {
+    let loopback = "127.0.0.0/8".parse().expect("range");
+    if !settings.network.allow_cidrs.contains(&loopback) {
+        settings.network.allow_cidrs.push(loopback);
+    }
+}
+
+/// Reach `host` over plain HTTP (and allow loopback, where test registries listen).
 pub fn insecure(settings: &mut Settings, host: &str) {
+    allow_loopback(settings);
     settings.registries.insert(
         host.parse().expect("registry host"),
         RegistrySettings {
@@ -48,7 +60,7 @@ pub fn shipped_policies() -> PolicySet {
     PolicySet::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")).expect("policies")
 }
 
-/// The app with a resolver built from `settings` exactly as `serve` builds it.
+/// The app with a resolver built from `settings` exactly as `serve` builds it (loopback allowed).
 pub fn app(settings: &Settings, kube: Option<kube::Client>, policies: PolicySet) -> axum::Router {
     app_with_metrics(settings, kube, policies).0
 }
@@ -69,16 +81,29 @@ pub fn app_with_resolver(
     kube: Option<kube::Client>,
     policies: PolicySet,
 ) -> (axum::Router, Updates, Arc<Metrics>) {
+    // Every test registry is on 127.0.0.1, which `serve` refuses unless allowed (a test that needs a
+    // refusal denies its own, more specific range).
+    let mut settings = settings.clone();
+    allow_loopback(&mut settings);
     let mut registry = pullgate::telemetry::metrics_registry();
-    let wired = pullgate::wiring::serve(settings, kube, &mut registry).expect("resolver builds");
+    let wired = pullgate::wiring::serve(&settings, kube, &mut registry).expect("resolver builds");
     let metrics = Arc::new(Metrics::new(registry));
-    let app = router(AppState {
-        policies: Arc::new(PolicyStore::fixed(policies)),
-        resolver: Some(Arc::new(wired.resolver)),
-        max_request_bytes: 8 << 20,
-        metrics: metrics.clone(),
-    });
+    let app = router_for(wired.resolver, metrics.clone(), policies);
     (app, wired.updates, metrics)
+}
+
+/// The routes over an already built resolver.
+pub fn router_for(
+    resolver: pullgate::resolve::Resolver,
+    metrics: Arc<Metrics>,
+    policies: PolicySet,
+) -> axum::Router {
+    router(AppState {
+        policies: Arc::new(PolicyStore::fixed(policies)),
+        resolver: Some(Arc::new(resolver)),
+        max_request_bytes: 8 << 20,
+        metrics,
+    })
 }
 
 /// An AdmissionReview creating a Pod with this spec in namespace `demo`.

@@ -26,7 +26,7 @@ use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::{ImageResolver, RequestCounter};
+use crate::registry::{Found, ImageResolver, RequestCounter};
 
 /// How long "this digest exists and this credential may pull it" is trusted.
 pub const EXISTENCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -216,6 +216,53 @@ fn salt(root: &Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
+impl DiskCache {
+    /// A pinned reference's existence for this credential, when a fresh entry says so.
+    fn existence(&self, reference: &str, credential_key: &str) -> Option<ManifestDigest> {
+        let path = self.path("digests", &format!("{reference} {credential_key}"));
+        let entry = self.read::<ExistenceEntry>(&path)?;
+        let fresh = now().saturating_sub(entry.checked_at) < EXISTENCE_TTL.as_secs();
+        (fresh && entry.image == reference && entry.credential == credential_key)
+            .then_some(ManifestDigest(entry.digest))
+    }
+
+    fn remember_existence(&self, reference: String, credential_key: String, digest: &str) {
+        let path = self.path("digests", &format!("{reference} {credential_key}"));
+        self.write(
+            &path,
+            &ExistenceEntry {
+                image: reference,
+                credential: credential_key,
+                digest: digest.to_owned(),
+                checked_at: now(),
+            },
+        );
+    }
+
+    /// The platforms kept for a digest of a repository.
+    fn platforms(&self, name: &str, digest: &str) -> Option<Vec<Platform>> {
+        let path = self.path("platforms", &format!("{name}@{digest}"));
+        let entry = self.read::<PlatformsEntry>(&path)?;
+        let parsed: Option<Vec<Platform>> =
+            entry.platforms.iter().map(|p| p.parse().ok()).collect();
+        (entry.image == name && entry.digest == digest)
+            .then_some(parsed)
+            .flatten()
+    }
+
+    fn remember_platforms(&self, name: String, digest: &str, platforms: &[Platform]) {
+        let path = self.path("platforms", &format!("{name}@{digest}"));
+        self.write(
+            &path,
+            &PlatformsEntry {
+                image: name,
+                digest: digest.to_owned(),
+                platforms: platforms.iter().map(ToString::to_string).collect(),
+            },
+        );
+    }
+}
+
 impl ImageResolver for DiskCache {
     fn digest<'a>(
         &'a self,
@@ -229,60 +276,55 @@ impl ImageResolver for DiskCache {
             };
             let reference = format!("{}@{pinned}", image.name());
             let credential_key = self.credential_key(credential);
-            let path = self.path("digests", &format!("{reference} {credential_key}"));
-            if let Some(entry) = self.read::<ExistenceEntry>(&path) {
-                let fresh = now().saturating_sub(entry.checked_at) < EXISTENCE_TTL.as_secs();
-                if fresh && entry.image == reference && entry.credential == credential_key {
-                    return Ok(ManifestDigest(entry.digest));
-                }
+            if let Some(digest) = self.existence(&reference, &credential_key) {
+                return Ok(digest);
             }
             let digest = self.inner.digest(image, credential, requests).await?;
-            self.write(
-                &path,
-                &ExistenceEntry {
-                    image: reference,
-                    credential: credential_key,
-                    digest: digest.0.clone(),
-                    checked_at: now(),
-                },
-            );
+            self.remember_existence(reference, credential_key, &digest.0);
             Ok(digest)
         })
     }
 
-    fn platforms<'a>(
+    fn manifest<'a>(
         &'a self,
         image: &'a ImageRef,
-        digest: &'a ManifestDigest,
         credential: Option<&'a Credential>,
+        platforms: bool,
         requests: &'a RequestCounter,
-    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
+    ) -> BoxFuture<'a, Result<Found, ResolveError>> {
         Box::pin(async move {
             let name = image.name();
-            let path = self.path("platforms", &format!("{name}@{digest}"));
-            if let Some(entry) = self.read::<PlatformsEntry>(&path) {
-                let parsed: Option<Vec<Platform>> =
-                    entry.platforms.iter().map(|p| p.parse().ok()).collect();
-                if let (true, Some(platforms)) =
-                    (entry.image == name && entry.digest == digest.0, parsed)
-                {
-                    return Ok(platforms);
+            let pinned = image
+                .digest()
+                .map(|digest| (format!("{name}@{digest}"), self.credential_key(credential)));
+            if let (Some((reference, credential_key)), true) = (&pinned, platforms) {
+                let known = self.existence(reference, credential_key);
+                if let Some(digest) = known {
+                    if let Some(offered) = self.platforms(&name, &digest.0) {
+                        return Ok(Found {
+                            digest,
+                            platforms: Some(Ok(offered)),
+                        });
+                    }
                 }
             }
-            let platforms = self
+            let found = self
                 .inner
-                .platforms(image, digest, credential, requests)
+                .manifest(image, credential, platforms, requests)
                 .await?;
-            self.write(
-                &path,
-                &PlatformsEntry {
-                    image: name,
-                    digest: digest.0.clone(),
-                    platforms: platforms.iter().map(ToString::to_string).collect(),
-                },
-            );
-            Ok(platforms)
+            if let Some((reference, credential_key)) = pinned {
+                self.remember_existence(reference, credential_key, &found.digest.0);
+            }
+            if let Some(Ok(offered)) = &found.platforms {
+                self.remember_platforms(name, &found.digest.0, offered);
+            }
+            Ok(found)
         })
+    }
+
+    /// Platforms are kept between runs: a `HEAD` per tag is all a later run needs.
+    fn head_first(&self, _registry: &str) -> bool {
+        true
     }
 }
 
@@ -295,7 +337,7 @@ mod tests {
     #[derive(Default)]
     struct Counting {
         digests: AtomicUsize,
-        platforms: AtomicUsize,
+        manifests: AtomicUsize,
     }
 
     impl ImageResolver for Counting {
@@ -309,15 +351,24 @@ mod tests {
             Box::pin(async { Ok(ManifestDigest(format!("sha256:{}", "a".repeat(64)))) })
         }
 
-        fn platforms<'a>(
+        fn manifest<'a>(
             &'a self,
             _: &'a ImageRef,
-            _: &'a ManifestDigest,
             _: Option<&'a Credential>,
+            _: bool,
             _: &'a RequestCounter,
-        ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
-            self.platforms.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Ok(vec!["linux/arm64".parse().expect("platform")]) })
+        ) -> BoxFuture<'a, Result<Found, ResolveError>> {
+            self.manifests.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async {
+                Ok(Found {
+                    digest: ManifestDigest(format!("sha256:{}", "a".repeat(64))),
+                    platforms: Some(Ok(vec!["linux/arm64".parse().expect("platform")])),
+                })
+            })
+        }
+
+        fn head_first(&self, _: &str) -> bool {
+            false
         }
     }
 
@@ -337,7 +388,6 @@ mod tests {
             .parse()
             .expect("image");
         let tagged: ImageRef = "r.io/app:v1".parse().expect("image");
-        let digest = ManifestDigest(format!("sha256:{}", "a".repeat(64)));
         for _run in 0..2 {
             let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
             let good = credential("s3cret");
@@ -349,15 +399,16 @@ mod tests {
                 .digest(&tagged, None, &RequestCounter::default())
                 .await
                 .expect("digest");
-            let platforms = cache
-                .platforms(&pinned, &digest, Some(&good), &RequestCounter::default())
+            let found = cache
+                .manifest(&pinned, Some(&good), true, &RequestCounter::default())
                 .await
-                .expect("platforms");
+                .expect("manifest");
+            let platforms = found.platforms.expect("asked").expect("platforms");
             assert_eq!(platforms[0].to_string(), "linux/arm64");
         }
         // The pinned digest and the platforms once; the tag on each run.
         assert_eq!(counting.digests.load(Ordering::SeqCst), 3);
-        assert_eq!(counting.platforms.load(Ordering::SeqCst), 1);
+        assert_eq!(counting.manifests.load(Ordering::SeqCst), 1);
         // Another password is asked again.
         let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
         cache
@@ -411,18 +462,23 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let counting = Arc::new(Counting::default());
         let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
-        let image: ImageRef = "r.io/app:v1".parse().expect("image");
-        let digest = ManifestDigest(format!("sha256:{}", "a".repeat(64)));
-        cache
-            .platforms(&image, &digest, None, &RequestCounter::default())
-            .await
-            .expect("platforms");
+        let image: ImageRef = format!("r.io/app@sha256:{}", "a".repeat(64))
+            .parse()
+            .expect("image");
+        let digest = format!("sha256:{}", "a".repeat(64));
+        for _ in 0..2 {
+            cache
+                .manifest(&image, None, true, &RequestCounter::default())
+                .await
+                .expect("manifest");
+        }
+        assert_eq!(counting.manifests.load(Ordering::SeqCst), 1, "kept");
         let path = cache.path("platforms", &format!("{}@{digest}", image.name()));
         std::fs::write(&path, b"{not json").expect("corrupt");
         cache
-            .platforms(&image, &digest, None, &RequestCounter::default())
+            .manifest(&image, None, true, &RequestCounter::default())
             .await
-            .expect("platforms");
-        assert_eq!(counting.platforms.load(Ordering::SeqCst), 2);
+            .expect("manifest");
+        assert_eq!(counting.manifests.load(Ordering::SeqCst), 2);
     }
 }

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::future::BoxFuture;
 use moka::Expiry;
 use moka::future::Cache;
 
@@ -21,7 +20,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{ImageResolver, RequestCounter};
+use super::{Found, ImageResolver, RequestCounter};
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, Missing, ResolveError};
 use crate::image::ImageRef;
@@ -38,20 +37,20 @@ pub struct CacheSettings {
     pub not_found_ttl: Duration,
     /// A digest's platforms (immutable).
     pub platforms_ttl: Duration,
-    /// Most entries per cache.
-    pub max_entries: u64,
+    /// Largest size of each cache, in bytes.
+    pub max_bytes: u64,
 }
 
 impl CacheSettings {
     /// The configured lifetimes of what changes; what is content-addressed is kept long (a digest
     /// reference's existence for an hour, a digest's platforms for a day).
-    pub fn new(tag_ttl: Duration, not_found_ttl: Duration, max_entries: u64) -> Self {
+    pub fn new(tag_ttl: Duration, not_found_ttl: Duration, max_bytes: u64) -> Self {
         Self {
             tag_ttl,
             digest_ttl: Duration::from_secs(60 * 60),
             not_found_ttl,
             platforms_ttl: Duration::from_secs(24 * 60 * 60),
-            max_entries,
+            max_bytes,
         }
     }
 }
@@ -118,7 +117,8 @@ impl Expiry<DigestKey, DigestOutcome> for DigestExpiry {
     }
 }
 
-/// An [`ImageResolver`] that remembers answers and coalesces concurrent identical lookups.
+/// Remembers registry answers in front of an [`ImageResolver`] and coalesces concurrent identical
+/// lookups. Both caches are bounded in bytes (`resolution.cacheMaxBytes` each), not only in entries.
 pub struct CachedResolver {
     inner: Arc<dyn ImageResolver>,
     digests: Cache<DigestKey, DigestOutcome>,
@@ -126,6 +126,13 @@ pub struct CachedResolver {
     /// Distinct platform lists are few: every cache entry shares one copy of its list.
     interned: std::sync::Mutex<Vec<Arc<Vec<Platform>>>>,
     metrics: Arc<CacheMetrics>,
+}
+
+/// Bytes an entry holds besides its text (hash table slot, allocation headers, moka's bookkeeping).
+const ENTRY_OVERHEAD: usize = 160;
+
+fn weight(bytes: usize) -> u32 {
+    u32::try_from(bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
 
 impl CachedResolver {
@@ -138,11 +145,24 @@ impl CachedResolver {
         Self {
             inner,
             digests: Cache::builder()
-                .max_capacity(settings.max_entries)
+                .max_capacity(settings.max_bytes)
+                .weigher(|key: &DigestKey, value: &DigestOutcome| {
+                    let value = match value {
+                        DigestOutcome::Found(digest) => digest.0.len(),
+                        DigestOutcome::NotFound(_) => 0,
+                    };
+                    weight(key.0.len() + key.1.len() + value)
+                })
                 .expire_after(DigestExpiry(settings))
                 .build(),
             platforms: Cache::builder()
-                .max_capacity(settings.max_entries)
+                .max_capacity(settings.max_bytes)
+                .weigher(
+                    |key: &(String, ManifestDigest), _platforms: &Arc<Vec<Platform>>| {
+                        // Lists are shared (interned): an entry holds its key and a pointer.
+                        weight(key.0.len() + key.1.0.len())
+                    },
+                )
                 .time_to_live(settings.platforms_ttl)
                 .build(),
             interned: std::sync::Mutex::new(Vec::new()),
@@ -172,66 +192,98 @@ impl CachedResolver {
         self.platforms.run_pending_tasks().await;
         (self.digests.entry_count(), self.platforms.entry_count())
     }
+
+    /// What the registry says of `image` with `credential`: its digest and, with `platforms`, the
+    /// platforms it offers — from the caches where they hold it, else with as few requests as the
+    /// registry allows: one `GET` by tag gives both, unless manifest `GET`s count against a pull quota
+    /// there (then a `HEAD` resolves the tag and the platforms of a known digest cost nothing).
+    pub async fn lookup(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+        platforms: bool,
+        requests: &RequestCounter,
+    ) -> Result<Found, ResolveError> {
+        let one_get = platforms && !self.inner.head_first(image.registry());
+        let mut fetched: Option<Result<Vec<Platform>, ResolveError>> = None;
+        let key = (image.to_string(), fingerprint(credential));
+        let entry = self
+            .digests
+            .entry(key)
+            .or_try_insert_with(async {
+                let answer = if one_get {
+                    self.inner
+                        .manifest(image, credential, true, requests)
+                        .await
+                        .map(|found| {
+                            fetched = found.platforms;
+                            found.digest
+                        })
+                } else {
+                    self.inner.digest(image, credential, requests).await
+                };
+                match answer {
+                    Ok(digest) => Ok(DigestOutcome::Found(digest)),
+                    Err(ResolveError::NotFound(missing)) => Ok(DigestOutcome::NotFound(missing)),
+                    Err(error) => Err(error),
+                }
+            })
+            .await
+            .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
+        self.metrics.count("digest", !entry.is_fresh());
+        let digest = match entry.into_value() {
+            DigestOutcome::Found(digest) => digest,
+            DigestOutcome::NotFound(missing) => return Err(ResolveError::NotFound(missing)),
+        };
+        if !platforms {
+            return Ok(Found {
+                digest,
+                platforms: None,
+            });
+        }
+        let platforms_key = (image.name(), digest.clone());
+        if let Some(fetched) = fetched {
+            // This lookup's own GET read them: not a cache hit.
+            self.metrics.count("platforms", false);
+            if let Ok(found) = &fetched {
+                self.platforms
+                    .insert(platforms_key, self.intern(found.clone()))
+                    .await;
+            }
+            return Ok(Found {
+                digest,
+                platforms: Some(fetched),
+            });
+        }
+        let offered = self
+            .platforms
+            .entry(platforms_key)
+            .or_try_insert_with(async {
+                let pinned = image.pinned(&digest.0).map_err(|_| {
+                    ResolveError::InvalidResponse(format!(
+                        "the registry named a bad digest {digest}"
+                    ))
+                })?;
+                let found = self
+                    .inner
+                    .manifest(&pinned, credential, true, requests)
+                    .await?;
+                let offered = found.platforms.unwrap_or_else(|| Ok(Vec::new()))?;
+                Ok(self.intern(offered))
+            })
+            .await
+            .map_err(|shared: Arc<ResolveError>| (*shared).clone())
+            .map(|entry| {
+                self.metrics.count("platforms", !entry.is_fresh());
+                (**entry.value()).clone()
+            });
+        Ok(Found {
+            digest,
+            platforms: Some(offered),
+        })
+    }
 }
 
 fn fingerprint(credential: Option<&Credential>) -> String {
     credential.map_or_else(|| "anonymous".to_owned(), Credential::fingerprint)
-}
-
-impl ImageResolver for CachedResolver {
-    fn digest<'a>(
-        &'a self,
-        image: &'a ImageRef,
-        credential: Option<&'a Credential>,
-        requests: &'a RequestCounter,
-    ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
-        Box::pin(async move {
-            let key = (image.to_string(), fingerprint(credential));
-            let entry = self
-                .digests
-                .entry(key)
-                .or_try_insert_with(async {
-                    match self.inner.digest(image, credential, requests).await {
-                        Ok(digest) => Ok(DigestOutcome::Found(digest)),
-                        Err(ResolveError::NotFound(missing)) => {
-                            Ok(DigestOutcome::NotFound(missing))
-                        }
-                        Err(error) => Err(error),
-                    }
-                })
-                .await
-                .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-            self.metrics.count("digest", !entry.is_fresh());
-            match entry.into_value() {
-                DigestOutcome::Found(digest) => Ok(digest),
-                DigestOutcome::NotFound(missing) => Err(ResolveError::NotFound(missing)),
-            }
-        })
-    }
-
-    fn platforms<'a>(
-        &'a self,
-        image: &'a ImageRef,
-        digest: &'a ManifestDigest,
-        credential: Option<&'a Credential>,
-        requests: &'a RequestCounter,
-    ) -> BoxFuture<'a, Result<Vec<Platform>, ResolveError>> {
-        Box::pin(async move {
-            let key = (image.name(), digest.clone());
-            let entry = self
-                .platforms
-                .entry(key)
-                .or_try_insert_with(async {
-                    let found = self
-                        .inner
-                        .platforms(image, digest, credential, requests)
-                        .await?;
-                    Ok(self.intern(found))
-                })
-                .await
-                .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-            self.metrics.count("platforms", !entry.is_fresh());
-            Ok((**entry.value()).clone())
-        })
-    }
 }

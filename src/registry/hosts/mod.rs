@@ -88,6 +88,10 @@ pub struct RegistryHosts {
     /// From the containerd hosts directory, by directory name. As in containerd, the last
     /// endpoint is the upstream, and an empty host there means "the registry's default upstream".
     host_dirs: BTreeMap<String, Vec<Endpoint>>,
+    /// `registries.<host>.pullQuota`, where set.
+    pull_quota: BTreeMap<RegistryHost, bool>,
+    /// `registries.<host>.tokenRealms`.
+    token_realms: BTreeMap<RegistryHost, Vec<String>>,
 }
 
 impl RegistryHosts {
@@ -111,6 +115,14 @@ impl RegistryHosts {
         Ok(Self {
             configured,
             host_dirs,
+            pull_quota: settings
+                .iter()
+                .filter_map(|(host, s)| Some((host.clone(), s.pull_quota?)))
+                .collect(),
+            token_realms: settings
+                .iter()
+                .map(|(host, s)| (host.clone(), s.token_realms.clone()))
+                .collect(),
         })
     }
 
@@ -118,6 +130,20 @@ impl RegistryHosts {
     /// file (list) order, then the upstream, always last. As in containerd, capabilities do not
     /// reorder them: resolve a tag on those with `can_resolve`, pull by digest from those with
     /// `can_pull`, each in this order. A `registries:` entry for the host wins over `certs.d`.
+    /// Whether manifest GETs count against a pull quota at `registry` (`pullQuota`; Docker Hub by
+    /// default): tags are then resolved with a `HEAD` first.
+    pub fn pull_quota(&self, registry: &str) -> bool {
+        self.pull_quota
+            .get(registry)
+            .copied()
+            .unwrap_or(registry == DOCKER_HUB)
+    }
+
+    /// Token services on another site that may receive `registry`'s credentials (`tokenRealms`).
+    pub fn token_realms(&self, registry: &str) -> &[String] {
+        self.token_realms.get(registry).map_or(&[], Vec::as_slice)
+    }
+
     pub fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
         if let Some(endpoints) = self.configured.get(registry) {
             return endpoints.clone();

@@ -14,6 +14,9 @@ pub(super) fn configured_endpoints(
         ca,
         skip_verify,
         mirrors,
+        // Read by `RegistryHosts` itself: they are not about endpoints.
+        pull_quota: _,
+        token_realms: _,
     } = settings;
     let scheme = if *insecure {
         Scheme::Http

@@ -1,0 +1,184 @@
+//! Manifests as the registry sends them — OCI and Docker, image indexes and single images (schema 2, and
+//! schema 1's top-level `architecture`) — read for what pullgate needs: the platforms an index offers, or
+//! the config blob that names a single image's platform. Bodies arrive already capped; the number of
+//! index entries is capped here.
+
+use serde::Deserialize;
+
+use crate::facts::ResolveError;
+use crate::platform::Platform;
+
+/// Media types accepted for a manifest: OCI and Docker v2, single images and indexes.
+pub const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+
+/// Largest image config blob read (real ones are a few KiB).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// What a manifest says about platforms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Manifest {
+    /// An index: the platforms of its entries (entries without one are skipped).
+    Index(Vec<Platform>),
+    /// A single image: its platform is in the config blob with this digest.
+    Image {
+        config: String,
+        config_size: Option<i64>,
+    },
+    /// Docker schema 1: the architecture is written in the manifest.
+    Schema1(Platform),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawManifest {
+    schema_version: Option<i64>,
+    manifests: Option<Vec<RawIndexEntry>>,
+    config: Option<RawDescriptor>,
+    architecture: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawIndexEntry {
+    platform: Option<RawPlatform>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawDescriptor {
+    digest: String,
+    size: Option<i64>,
+}
+
+/// The platform fields of an index entry or an image config.
+#[derive(Debug, Deserialize)]
+pub struct RawPlatform {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+}
+
+impl RawPlatform {
+    fn platform(&self) -> Option<Platform> {
+        Some(Platform {
+            os: self.os.clone().filter(|s| !s.is_empty())?,
+            architecture: self.architecture.clone().filter(|s| !s.is_empty())?,
+            variant: self.variant.clone().filter(|s| !s.is_empty()),
+        })
+    }
+}
+
+/// Read a manifest body; an index with more than `max_entries` entries is refused.
+pub fn parse(body: &[u8], max_entries: usize) -> Result<Manifest, ResolveError> {
+    let manifest: RawManifest = serde_json::from_slice(body)
+        .map_err(|e| ResolveError::InvalidResponse(format!("manifest is not valid JSON: {e}")))?;
+    if let Some(entries) = manifest.manifests {
+        if entries.len() > max_entries {
+            return Err(ResolveError::InvalidResponse(format!(
+                "the image index lists {} manifests, more than the {max_entries} pullgate reads (resolution.maxIndexEntries)",
+                entries.len()
+            )));
+        }
+        return Ok(Manifest::Index(
+            entries
+                .iter()
+                .filter_map(|e| e.platform.as_ref()?.platform())
+                .collect(),
+        ));
+    }
+    if manifest.schema_version == Some(1) {
+        return Ok(Manifest::Schema1(Platform {
+            os: "linux".into(),
+            architecture: manifest.architecture.unwrap_or_default(),
+            variant: None,
+        }));
+    }
+    let config = manifest.config.ok_or_else(|| {
+        ResolveError::InvalidResponse("manifest has neither `manifests` nor `config`".into())
+    })?;
+    Ok(Manifest::Image {
+        config: config.digest,
+        config_size: config.size,
+    })
+}
+
+/// Read an image config blob's platform.
+pub fn config_platform(body: &[u8]) -> Result<Platform, ResolveError> {
+    let raw: RawPlatform = serde_json::from_slice(body).map_err(|e| {
+        ResolveError::InvalidResponse(format!("image config is not valid JSON: {e}"))
+    })?;
+    raw.platform().ok_or_else(|| {
+        ResolveError::InvalidResponse("image config names no os/architecture".into())
+    })
+}
+
+/// `sha256:<hex>` of a body.
+pub fn sha256(body: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
+    let hex: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
+}
+
+/// Check that `body` has `digest` (only sha256 is computed; other algorithms are taken as given).
+pub fn verify(body: &[u8], digest: &str, what: &str) -> Result<(), ResolveError> {
+    if digest.starts_with("sha256:") && sha256(body) != digest {
+        return Err(ResolveError::InvalidResponse(format!(
+            "the {what} does not match its digest {digest}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn platform(text: &str) -> Platform {
+        text.parse().expect("platform")
+    }
+
+    #[test]
+    fn an_index_lists_its_platforms_and_skips_entries_without_one() {
+        let body = br#"{"schemaVersion":2,"manifests":[
+            {"digest":"sha256:a","platform":{"os":"linux","architecture":"amd64"}},
+            {"digest":"sha256:b","platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+            {"digest":"sha256:c"}]}"#;
+        assert_eq!(
+            parse(body, 1024),
+            Ok(Manifest::Index(vec![
+                platform("linux/amd64"),
+                platform("linux/arm64/v8")
+            ]))
+        );
+    }
+
+    #[test]
+    fn an_index_with_too_many_entries_is_refused() {
+        let entries = [r#"{"digest":"sha256:a"}"#; 5].join(",");
+        let body = format!(r#"{{"manifests":[{entries}]}}"#);
+        let error = parse(body.as_bytes(), 4).expect_err("too many");
+        assert!(error.to_string().contains("lists 5 manifests"), "{error}");
+    }
+
+    #[test]
+    fn single_images_point_at_their_config() {
+        let body = br#"{"schemaVersion":2,"config":{"digest":"sha256:c","size":12}}"#;
+        assert_eq!(
+            parse(body, 1024),
+            Ok(Manifest::Image {
+                config: "sha256:c".into(),
+                config_size: Some(12)
+            })
+        );
+        assert_eq!(
+            config_platform(br#"{"os":"linux","architecture":"arm64"}"#),
+            Ok(platform("linux/arm64"))
+        );
+        assert!(config_platform(br#"{"os":""}"#).is_err());
+    }
+
+    #[test]
+    fn digests_are_verified() {
+        assert!(verify(b"x", &sha256(b"x"), "manifest").is_ok());
+        assert!(verify(b"y", &sha256(b"x"), "manifest").is_err());
+        assert!(verify(b"y", "sha512:abc", "manifest").is_ok());
+    }
+}

@@ -1,0 +1,373 @@
+//! pullgate's own distribution client: the registry conversation is the heart of the product, and every
+//! pod author chooses the registry, so it is written here rather than taken from oci-client 0.18, which
+//! cannot meet the requirements: it reads manifest and token bodies whole (no size limit), drops
+//! token-service errors and retries anonymously (an outage of a token service then reads as "requires
+//! credentials"), falls back to `GET` after a `HEAD` 404, sends Basic credentials to whatever realm a
+//! registry names, follows redirects anywhere, pings `/v2/` before operations and exposes no response
+//! headers (so no passive pull budgets).
+//!
+//! The conversation, per endpoint of the image's registry (mirrors first, as the nodes use them):
+//! - tag or digest → digest: `HEAD` (no body, no pull counted); `404` is not found, as containerd reads
+//!   it; a `200` without `Docker-Content-Digest` falls back to `GET`;
+//! - manifest and platforms: one `GET` (the digest comes from the header, checked against the body); an
+//!   index names its platforms, a single image's config blob is one more `GET`;
+//! - authentication: a `401` challenge is answered once (Basic with the credential, or a token), and
+//!   remembered per host, so later requests authenticate up front; tokens are cached per (realm, service,
+//!   scope, credential) until they expire — no `/v2/` ping, no token request while a token is valid;
+//! - every body is capped: manifests at `resolution.maxManifestBytes`, tokens at 64 KiB, configs at
+//!   1 MiB, error bodies at 16 KiB; an index at `resolution.maxIndexEntries` entries;
+//! - every answer of a registry's own endpoint is read for `ratelimit-*` headers (pull budgets).
+
+pub mod auth;
+pub mod http;
+pub mod manifest;
+mod session;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use reqwest::{Method, StatusCode};
+
+use self::auth::{Challenge, Token, TokenKey};
+use self::http::{Answer, Http, Tls};
+use self::manifest::Manifest;
+use self::session::{Conversation, TokenExpiry, is_the_registry};
+use super::budget::{self, BudgetSink};
+use super::hosts::{Endpoint, RegistryHosts};
+use super::{Found, ImageResolver, RegistryMetrics, RequestCounter};
+use crate::credentials::Credential;
+use crate::facts::{Budget, ManifestDigest, ResolveError};
+use crate::image::ImageRef;
+use crate::platform::Platform;
+
+/// What the client reads at most.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest manifest body.
+    pub manifest_bytes: u64,
+    /// Most entries of an image index.
+    pub index_entries: usize,
+}
+
+/// The distribution client: [`ImageResolver`] over the endpoints [`RegistryHosts`] gives.
+pub struct Client {
+    hosts: Arc<RegistryHosts>,
+    http: Http,
+    limits: Limits,
+    metrics: Arc<RegistryMetrics>,
+    budgets: Option<Arc<dyn BudgetSink>>,
+    tokens: moka::future::Cache<TokenKey, Token>,
+    /// The last challenge of each `host[:port]`, so later requests authenticate up front.
+    challenges: moka::sync::Cache<String, Challenge>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// A client over `hosts`, reading at most `limits`, dialling through `http`'s network policy,
+    /// counting in `metrics`, and telling `budgets` of every pull budget a registry publishes.
+    pub fn new(
+        hosts: Arc<RegistryHosts>,
+        http: Http,
+        limits: Limits,
+        metrics: Arc<RegistryMetrics>,
+        budgets: Option<Arc<dyn BudgetSink>>,
+    ) -> Self {
+        Self {
+            hosts,
+            http,
+            limits,
+            metrics,
+            budgets,
+            tokens: moka::future::Cache::builder()
+                .max_capacity(16 * 1024 * 1024)
+                .weigher(|key: &TokenKey, token: &Token| {
+                    u32::try_from(
+                        key.realm.len() + key.scope.len() + key.service.len() + token.value.len(),
+                    )
+                    .unwrap_or(u32::MAX)
+                })
+                .expire_after(TokenExpiry)
+                .build(),
+            challenges: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(Duration::from_secs(60 * 60))
+                .build(),
+        }
+    }
+
+    /// The conversations to try for an image, in containerd's order, keeping those `usable`.
+    fn conversations<'a>(
+        &self,
+        endpoints: &'a [Endpoint],
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
+        usable: fn(&Endpoint) -> bool,
+    ) -> Vec<Conversation<'a>> {
+        endpoints
+            .iter()
+            .filter(|e| usable(e))
+            .map(|endpoint| Conversation {
+                endpoint,
+                tls: Tls {
+                    ca_pems: endpoint.ca_pems.clone(),
+                    skip_verify: endpoint.skip_verify,
+                },
+                registry: image.registry(),
+                repository: image.repository(),
+                credential: credential.filter(|_| is_the_registry(endpoint, image.registry())),
+                requests,
+            })
+            .collect()
+    }
+
+    /// Send one request of a conversation, answering a `401` challenge once. Returns the answer and what
+    /// authorization it carried.
+    /// `HEAD` a manifest: its digest, falling back to `GET` when the answer names none.
+    async fn head(
+        &self,
+        conv: &Conversation<'_>,
+        reference: &str,
+    ) -> Result<ManifestDigest, ResolveError> {
+        let url = conv.url(&format!("manifests/{reference}"))?;
+        let (answer, sent) = self
+            .exchange(
+                conv,
+                Method::HEAD,
+                url,
+                Some(manifest::ACCEPT),
+                "manifest_head",
+            )
+            .await?;
+        match answer.status {
+            status if status.is_success() => match digest_header(&answer) {
+                Some(digest) => Ok(ManifestDigest(digest)),
+                None => Ok(self.get(conv, reference, false).await?.digest),
+            },
+            StatusCode::NOT_FOUND => Err(ResolveError::NotFound(crate::facts::Missing::Manifest)),
+            _ => Err(Self::failure(answer, sent).await),
+        }
+    }
+
+    /// `GET` a manifest: its digest and, when asked, the platforms it offers.
+    async fn get(
+        &self,
+        conv: &Conversation<'_>,
+        reference: &str,
+        platforms: bool,
+    ) -> Result<Found, ResolveError> {
+        let url = conv.url(&format!("manifests/{reference}"))?;
+        let (answer, sent) = self
+            .exchange(
+                conv,
+                Method::GET,
+                url,
+                Some(manifest::ACCEPT),
+                "manifest_get",
+            )
+            .await?;
+        if !answer.status.is_success() {
+            return Err(Self::failure(answer, sent).await);
+        }
+        let header = digest_header(&answer);
+        let body = answer.body(self.limits.manifest_bytes, "manifest").await?;
+        let digest = match (reference.contains(':'), header) {
+            (true, _) => reference.to_owned(),
+            (false, Some(digest)) => digest,
+            (false, None) => manifest::sha256(&body),
+        };
+        manifest::verify(&body, &digest, "manifest")?;
+        if !platforms {
+            return Ok(Found {
+                digest: ManifestDigest(digest),
+                platforms: None,
+            });
+        }
+        let offered = match manifest::parse(&body, self.limits.index_entries)? {
+            Manifest::Index(platforms) => Ok(platforms),
+            Manifest::Schema1(platform) => Ok(vec![platform]),
+            Manifest::Image {
+                config,
+                config_size,
+            } => self
+                .config(conv, &config, config_size)
+                .await
+                .map(|p| vec![p]),
+        };
+        Ok(Found {
+            digest: ManifestDigest(digest),
+            platforms: Some(offered),
+        })
+    }
+
+    /// The platform named by an image's config blob.
+    async fn config(
+        &self,
+        conv: &Conversation<'_>,
+        digest: &str,
+        size: Option<i64>,
+    ) -> Result<Platform, ResolveError> {
+        let too_large = || ResolveError::TooLarge {
+            what: "image config".into(),
+            limit: http::size(manifest::MAX_CONFIG_BYTES),
+        };
+        if size.is_some_and(|s| s < 0 || s as u64 > manifest::MAX_CONFIG_BYTES) {
+            return Err(too_large());
+        }
+        let url = conv.url(&format!("blobs/{digest}"))?;
+        let (answer, sent) = self
+            .exchange(conv, Method::GET, url, None, "blob_get")
+            .await?;
+        if !answer.status.is_success() {
+            return Err(Self::failure(answer, sent).await);
+        }
+        let body = answer
+            .body(manifest::MAX_CONFIG_BYTES, "image config")
+            .await?;
+        manifest::verify(&body, digest, "image config")?;
+        manifest::config_platform(&body)
+    }
+
+    /// Try each usable endpoint in order; the first success wins, else the last failure is returned.
+    async fn each_endpoint(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+        op: Op,
+    ) -> Result<Found, ResolveError> {
+        let endpoints = self.hosts.endpoints(image.registry());
+        let usable: fn(&Endpoint) -> bool = match op {
+            Op::Get { .. } if image.digest().is_some() => |e| e.can_pull,
+            _ => |e| e.can_resolve,
+        };
+        let conversations = self.conversations(&endpoints, image, credential, requests, usable);
+        let reference = reference(image);
+        let mut last =
+            ResolveError::Connect(format!("no endpoint configured for {}", image.registry()));
+        for conv in &conversations {
+            let result = match op {
+                Op::Head => self.head(conv, &reference).await.map(|digest| Found {
+                    digest,
+                    platforms: None,
+                }),
+                Op::Get { platforms } => self.get(conv, &reference, platforms).await,
+            };
+            match result {
+                Ok(found) => return Ok(found),
+                Err(error) => {
+                    tracing::debug!(endpoint = %conv.endpoint.url(), %error, "endpoint failed");
+                    last = error;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// The pull budget `registry` publishes, read from an anonymous `HEAD` of `repository:latest` on its
+    /// own endpoint (Docker documents `ratelimitpreview/test`; a `HEAD` is not counted as a pull).
+    /// `Ok(None)`: the registry answered but publishes no budget.
+    pub async fn budget(
+        &self,
+        registry: &str,
+        repository: &str,
+    ) -> Result<Option<Budget>, ResolveError> {
+        let endpoints = self.hosts.endpoints(registry);
+        let Some(endpoint) = endpoints.iter().rfind(|e| !e.is_mirror) else {
+            return Ok(None);
+        };
+        let requests = RequestCounter::default();
+        let conv = Conversation {
+            endpoint,
+            tls: Tls {
+                ca_pems: endpoint.ca_pems.clone(),
+                skip_verify: endpoint.skip_verify,
+            },
+            registry,
+            repository,
+            credential: None,
+            requests: &requests,
+        };
+        let url = conv.url("manifests/latest")?;
+        let (answer, _) = self
+            .exchange(
+                &conv,
+                Method::HEAD,
+                url,
+                Some(manifest::ACCEPT),
+                "budget_probe",
+            )
+            .await?;
+        if answer.status == StatusCode::TOO_MANY_REQUESTS {
+            return Ok(Some(Budget {
+                remaining: 0,
+                limit: None,
+                window_seconds: None,
+            }));
+        }
+        Ok(budget::from_headers(&answer.headers))
+    }
+}
+
+/// The `Docker-Content-Digest` of an answer, when it is a plausible digest.
+fn digest_header(answer: &Answer) -> Option<String> {
+    let value = answer.headers.get("docker-content-digest")?.to_str().ok()?;
+    value
+        .parse::<crate::image::Digest>()
+        .ok()
+        .map(|d| d.to_string())
+}
+
+/// What to ask each endpoint.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Head,
+    Get { platforms: bool },
+}
+
+impl ImageResolver for Client {
+    fn digest<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
+        Box::pin(async move {
+            let found = self
+                .each_endpoint(image, credential, requests, Op::Head)
+                .await?;
+            Ok(found.digest)
+        })
+    }
+
+    fn manifest<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        platforms: bool,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<Found, ResolveError>> {
+        Box::pin(self.each_endpoint(image, credential, requests, Op::Get { platforms }))
+    }
+
+    fn head_first(&self, registry: &str) -> bool {
+        self.hosts.pull_quota(registry)
+    }
+}
+
+/// What an image names in the URL: its digest, else its tag (`latest` when it has none).
+fn reference(image: &ImageRef) -> String {
+    match (image.digest(), image.effective_tag()) {
+        (Some(digest), _) => digest.to_string(),
+        (None, Some(tag)) => tag.to_owned(),
+        (None, None) => "latest".to_owned(),
+    }
+}
