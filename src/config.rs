@@ -174,7 +174,9 @@ pub struct ResolutionSettings {
     pub per_image_timeout_seconds: f64,
     /// Lookups running at once against one registry.
     pub per_registry_concurrency: usize,
+    /// Connecting to a registry (TCP and TLS).
     pub connect_timeout_seconds: f64,
+    /// One registry request, connecting included, until the last byte of its answer.
     pub read_timeout_seconds: f64,
     /// How long a tag's digest is trusted.
     pub tag_ttl_seconds: u64,

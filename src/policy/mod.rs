@@ -370,8 +370,9 @@ impl ContainerPlan {
 }
 
 /// For each container of `facts` (same order), the registry rules the applicable policies run on it —
-/// none when no applicable policy runs a registry rule on it, when its reference is invalid, or when
-/// `imagePullPolicy: Never` means the node never pulls it. Rules set to `off` never run.
+/// none when no applicable policy runs a registry rule on it, when its reference is invalid, when
+/// `imagePullPolicy: Never` means the node never pulls it, or when `registry-allowed` refuses its
+/// registry (a registry the policies do not allow is never contacted). Rules set to `off` never run.
 pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
     facts
         .containers
@@ -383,11 +384,20 @@ pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
                 return plan;
             }
             let scope = container.scope_name();
-            for policy in policies
+            let applicable: Vec<&CompiledPolicy> = policies
                 .policies
                 .iter()
                 .filter(|p| p.applies_to_object(facts) && p.applies_to_image(&scope))
-            {
+                .collect();
+            // A registry the policies do not allow is never contacted.
+            let disallowed = applicable.iter().flat_map(|p| &p.rules).any(|(_, config)| {
+                matches!(config, RuleConfig::RegistryAllowed { .. })
+                    && rules::check(config, container).is_some()
+            });
+            if disallowed {
+                return plan;
+            }
+            for policy in applicable {
                 plan.registry_rules.extend(
                     policy
                         .rules

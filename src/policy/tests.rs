@@ -272,3 +272,19 @@ fn plan_scoping_and_off_actions_are_the_policys() {
         vec![Vec::<RuleId>::new()]
     );
 }
+
+#[test]
+fn a_disallowed_registry_is_never_planned_for() {
+    let text = "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec:\n  rules:\n    registry-allowed: {allow: [\"good.io/*\"]}\n    image-exists: {}\n";
+    let facts = facts(
+        "demo",
+        vec![
+            container("bad", "evil.example.com/app:1", None),
+            container("good", "good.io/app:1", None),
+        ],
+    );
+    assert_eq!(
+        planned(&facts, &policies(text)),
+        vec![vec![], vec![RuleId::ImageExists]]
+    );
+}

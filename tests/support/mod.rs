@@ -1,6 +1,7 @@
 //! Shared helpers for the integration tests. Each test binary uses a different part of them.
 #![allow(dead_code)]
 
+pub mod hostile;
 pub mod kube;
 pub mod registry;
 pub mod scripted;

@@ -23,7 +23,9 @@ pub const MAX_REDIRECTS: usize = 5;
 /// Timeouts of each exchange (the whole resolution has its own deadline on top).
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
+    /// Connecting (TCP and TLS).
     pub connect: Duration,
+    /// The whole request, connecting included, until the last byte of the answer.
     pub read: Duration,
 }
 
@@ -156,8 +158,7 @@ impl Http {
                 policy: self.policy.clone(),
             }))
             .connect_timeout(self.timeouts.connect)
-            .read_timeout(self.timeouts.read)
-            .timeout(self.timeouts.connect + self.timeouts.read)
+            .timeout(self.timeouts.read)
             .tls_certs_merge(roots)
             .danger_accept_invalid_certs(tls.skip_verify)
             .user_agent(concat!("pullgate/", env!("CARGO_PKG_VERSION")))

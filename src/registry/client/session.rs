@@ -328,7 +328,12 @@ impl Client {
                 let body = answer
                     .body(auth::MAX_TOKEN_BYTES, "token answer")
                     .await
-                    .map_err(|e| failed(format!("answered badly: {e}")))?;
+                    .map_err(|e| match e {
+                        ResolveError::TooLarge { limit, .. } => {
+                            failed(format!("answered more than {limit}"))
+                        }
+                        other => failed(format!("broke off its answer: {other}")),
+                    })?;
                 auth::read_token(&body, Instant::now())
                     .map_err(|_| failed("answered something that is not a token".into()))
             }
@@ -344,7 +349,7 @@ impl Client {
     }
 
     fn http_timeout(&self) -> Duration {
-        self.http.timeouts().connect + self.http.timeouts().read
+        self.http.timeouts().read
     }
 
     /// A failed answer as an error, in the light of what authorization it carried.

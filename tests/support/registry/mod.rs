@@ -445,7 +445,17 @@ fn yaml_str(path: &Path) -> String {
 
 /// Writes a CA and a server certificate for 127.0.0.1/localhost; returns the CA and the
 /// `http.tls` YAML block.
-fn write_tls_files(dir: &Path) -> anyhow::Result<(TestCa, String)> {
+/// A CA made for a test and a server certificate it signed for `127.0.0.1` and `localhost`, as PEM
+/// files in a directory.
+pub struct TlsFiles {
+    pub ca_pem: String,
+    pub ca_path: PathBuf,
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+}
+
+/// Make a test CA and a server certificate under `dir`.
+pub fn tls_files(dir: &Path) -> anyhow::Result<TlsFiles> {
     let ca_key = KeyPair::generate()?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
     ca_params
@@ -465,21 +475,32 @@ fn write_tls_files(dir: &Path) -> anyhow::Result<(TestCa, String)> {
     server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let server_cert = server_params.signed_by(&server_key, &issuer)?;
 
-    let ca = TestCa {
-        pem: ca_cert.pem(),
-        path: dir.join("ca.pem"),
+    let files = TlsFiles {
+        ca_pem: ca_cert.pem(),
+        ca_path: dir.join("ca.pem"),
+        cert_path: dir.join("server.pem"),
+        key_path: dir.join("server-key.pem"),
     };
-    let cert_path = dir.join("server.pem");
-    let key_path = dir.join("server-key.pem");
-    fs::write(&ca.path, &ca.pem)?;
-    fs::write(&cert_path, server_cert.pem())?;
-    fs::write(&key_path, server_key.serialize_pem())?;
+    fs::write(&files.ca_path, &files.ca_pem)?;
+    fs::write(&files.cert_path, server_cert.pem())?;
+    fs::write(&files.key_path, server_key.serialize_pem())?;
+    Ok(files)
+}
+
+fn write_tls_files(dir: &Path) -> anyhow::Result<(TestCa, String)> {
+    let files = tls_files(dir)?;
     let yaml = format!(
         "  tls:\n    certificate: {}\n    key: {}\n",
-        yaml_str(&cert_path),
-        yaml_str(&key_path)
+        yaml_str(&files.cert_path),
+        yaml_str(&files.key_path)
     );
-    Ok((ca, yaml))
+    Ok((
+        TestCa {
+            pem: files.ca_pem,
+            path: files.ca_path,
+        },
+        yaml,
+    ))
 }
 
 /// Writes an htpasswd file with one bcrypt entry; returns the `auth` YAML block.

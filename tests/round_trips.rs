@@ -1,0 +1,143 @@
+//! Round trips, counted in a real docker-registry's access log (and the token service's own count): a
+//! cold image index costs 1 request, a single-platform image 2 (manifest and config), the same behind
+//! Basic auth 3 (the first challenge, then both authenticated), and behind token auth the second image of
+//! a repository makes no token request. No `/v2/` ping, no `HEAD` before a `GET`.
+
+mod support;
+
+use pullgate::config::Settings;
+use support::kube::{FakeKube, dockerconfigjson_secret};
+use support::registry::{
+    self, Auth, ImageKind, Platform, RegistryOptions, TestRegistry, push_image,
+};
+use support::webhook::{admit, app, bounded, pod_review, settings_for, shipped_policies};
+
+/// Requests the registry served since `before`, as `(method, path)`.
+fn since(reg: &TestRegistry, before: usize) -> Vec<(String, String)> {
+    reg.requests().split_off(before)
+}
+
+/// Admit a pod running `image` with a pull secret for `reg` when it has credentials.
+async fn admit_once(app: &axum::Router, image: &str) -> serde_json::Value {
+    let spec = serde_json::json!({"imagePullSecrets": [{"name": "regcred"}],
+        "containers": [{"name": "app", "image": image}]});
+    admit(app, &pod_review(spec)).await
+}
+
+async fn app_for(reg: &TestRegistry, settings: &Settings) -> (axum::Router, FakeKube) {
+    let kube = FakeKube::start().await.expect("fake API");
+    if let Some((user, pass)) = reg.auth().credentials() {
+        kube.insert_secret(
+            "demo",
+            dockerconfigjson_secret("regcred", &[(reg.host(), user, pass)]),
+        );
+    }
+    let app = app(
+        settings,
+        Some(kube.client().expect("client")),
+        shipped_policies(),
+    );
+    (app, kube)
+}
+
+#[tokio::test]
+async fn cold_lookups_cost_the_fewest_requests_the_protocol_allows() {
+    registry::install_crypto();
+    bounded(async {
+        let plain = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        let multi = ImageKind::OciIndex(vec![Platform::linux("amd64"), Platform::linux("arm64")]);
+        push_image(&plain, "team/multi", "v1", multi)
+            .await
+            .expect("push");
+        push_image(
+            &plain,
+            "team/single",
+            "v1",
+            ImageKind::single(Platform::linux("amd64")),
+        )
+        .await
+        .expect("push");
+        let basic = registry::start(RegistryOptions {
+            auth: Auth::basic("alice", "s3cret"),
+            storage: Some(plain.storage_dir().to_owned()),
+            ..Default::default()
+        })
+        .await
+        .expect("registry");
+        let settings = settings_for(&[&plain, &basic]);
+
+        let (app, _kube) = app_for(&plain, &settings).await;
+        let before = plain.requests().len();
+        let response = admit_once(&app, &format!("{}/team/multi:v1", plain.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let index = since(&plain, before);
+        assert_eq!(index.len(), 1, "an index: {index:?}");
+        assert_eq!(index[0].0, "GET");
+
+        let before = plain.requests().len();
+        let response = admit_once(&app, &format!("{}/team/single:v1", plain.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let single = since(&plain, before);
+        assert_eq!(single.len(), 2, "a single-platform image: {single:?}");
+        assert!(single[0].1.contains("/manifests/v1") && single[1].1.contains("/blobs/sha256:"));
+
+        let (app, _kube) = app_for(&basic, &settings).await;
+        let before = basic.requests().len();
+        let response = admit_once(&app, &format!("{}/team/single:v1", basic.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let behind_basic = since(&basic, before);
+        assert_eq!(behind_basic.len(), 3, "behind Basic auth: {behind_basic:?}");
+        assert!(!behind_basic.iter().any(|(_, path)| path == "/v2/"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_image_of_a_repository_behind_token_auth_needs_no_token_request() {
+    registry::install_crypto();
+    bounded(async {
+        let reg = registry::start(RegistryOptions {
+            auth: Auth::token("bob", "t0ken-pass"),
+            ..Default::default()
+        })
+        .await
+        .expect("registry");
+        for tag in ["v1", "v2"] {
+            push_image(
+                &reg,
+                "team/app",
+                tag,
+                ImageKind::single(Platform::linux("amd64")),
+            )
+            .await
+            .expect("push");
+        }
+        let settings = settings_for(&[&reg]);
+        let (app, _kube) = app_for(&reg, &settings).await;
+
+        let (tokens, before) = (reg.token_requests(), reg.requests().len());
+        let response = admit_once(&app, &format!("{}/team/app:v1", reg.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        assert_eq!(
+            reg.token_requests() - tokens,
+            1,
+            "the first image fetches one token"
+        );
+        let first = since(&reg, before);
+        assert_eq!(first.len(), 3, "challenge, manifest, config: {first:?}");
+
+        let (tokens, before) = (reg.token_requests(), reg.requests().len());
+        let response = admit_once(&app, &format!("{}/team/app:v2", reg.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        assert_eq!(
+            reg.token_requests(),
+            tokens,
+            "the cached token serves the repository"
+        );
+        let second = since(&reg, before);
+        assert_eq!(second.len(), 2, "manifest and config only: {second:?}");
+    })
+    .await;
+}
