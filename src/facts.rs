@@ -101,6 +101,9 @@ pub enum ImageStatus {
         /// Pull secrets could not be read because no Kubernetes API is available.
         api_unavailable: bool,
     },
+    /// kubelet cannot build the pod's pull credentials (this referenced secret does not decode): the
+    /// pull fails before any registry is contacted, for every image of the pod.
+    CredentialsUnbuildable(SecretProblem),
     /// The registry could not be asked: network, TLS, rate limit or a broken answer.
     Failed(ResolveError),
     /// The admission's time budget ran out before the registry answered.
@@ -279,6 +282,8 @@ pub enum SecretProblemKind {
     MalformedJson { reason: String },
     /// An `auth` field is not base64 of `username:password`; `reason` names the data key and entry.
     MalformedBase64 { reason: String },
+    /// Valid JSON of the other docker config layout: kubelet reads no entry from it (and no error).
+    WrongLayout { reason: String },
     /// The secret loaded but none of its entries matches this image's registry.
     NoEntryForRegistry { registry: String },
     /// The secret (or ServiceAccount) could not be read: no API, RBAC, network, timeout.
@@ -294,10 +299,23 @@ impl SecretProblemKind {
                 format!("has type {found}, not {}", DOCKER_CONFIG_JSON_TYPE)
             }
             Self::MissingKey { key } => format!("has no {key} data"),
-            Self::MalformedJson { reason } | Self::MalformedBase64 { reason } => reason.clone(),
+            Self::MalformedJson { reason }
+            | Self::MalformedBase64 { reason }
+            | Self::WrongLayout { reason } => reason.clone(),
             Self::NoEntryForRegistry { registry } => format!("has no entry for {registry}"),
             Self::ApiUnavailable { reason } => format!("could not be read: {reason}"),
         }
+    }
+}
+
+impl SecretProblemKind {
+    /// Whether kubelet fails to build the pod's credentials at all because of it (its `json.Unmarshal` of
+    /// the secret errs): then no image of the pod pulls, and the registry is never contacted.
+    pub fn breaks_kubelet_keyring(&self) -> bool {
+        matches!(
+            self,
+            Self::MalformedJson { .. } | Self::MalformedBase64 { .. }
+        )
     }
 }
 

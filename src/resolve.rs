@@ -186,6 +186,15 @@ impl Resolver {
             }
             return resolved;
         };
+        if let Some(problem) = credentials.keyring_failure() {
+            // kubelet fails before asking any registry: so does pullgate.
+            for (path, _, _) in wanted {
+                let status = ImageStatus::CredentialsUnbuildable(problem.clone());
+                resolved.images.insert(path.to_owned(), status);
+            }
+            resolved.pod_platforms = Some(pod_platforms);
+            return resolved;
+        }
         let requests = RequestCounter::default();
         let lookups = wanted.iter().map(|(path, image, need)| {
             let credentials = &credentials;

@@ -160,7 +160,7 @@ async fn each_broken_secret_case_is_named() {
             (
                 "broken-json",
                 "not valid JSON",
-                "recreate it: kubectl create secret docker-registry broken-json",
+                "fix the secret, or remove it from imagePullSecrets: kubectl create secret docker-registry broken-json",
             ),
             (
                 "elsewhere",
@@ -226,6 +226,58 @@ async fn missing_secret_for_a_public_image_is_only_a_warning() {
         let found = warnings(&response);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("[pull-secret-valid] secret \"gone\" not found in namespace demo; the image pulls without it"), "{found:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_secret_kubelet_cannot_decode_fails_every_image_even_public_ones() {
+    registry::install_crypto();
+    bounded(async {
+        let public = private_registry(Auth::None).await;
+        let kube = fake_kube().await;
+        kube.insert_secret(
+            NS,
+            typed_secret(
+                "bad-base64",
+                "kubernetes.io/dockerconfigjson",
+                &[(
+                    ".dockerconfigjson",
+                    br#"{"auths": {"r.example.com": {"auth": "!!!not base64"}}}"#,
+                )],
+            ),
+        );
+        kube.insert_secret(
+            NS,
+            dockerconfigjson_secret("good", &[(public.host(), "a", "b")]),
+        );
+        let app = app(
+            &settings_for(&[&public]),
+            Some(kube.client().expect("client")),
+            shipped_policies(),
+        );
+        let before = public.requests().len();
+        let response = admit(
+            &app,
+            &pod_review(spec_with_secrets(&image(&public), &["good", "bad-base64"])),
+        )
+        .await;
+        assert_eq!(response["allowed"], false, "{response}");
+        let text = message(&response);
+        assert!(
+            text.contains("[pull-secret-valid] secret \"bad-base64\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("is not valid base64")
+                && text.contains("kubelet cannot build the pod's pull credentials"),
+            "{text}"
+        );
+        assert_eq!(
+            public.requests().len(),
+            before,
+            "the registry is never asked, as kubelet never asks it"
+        );
     })
     .await;
 }

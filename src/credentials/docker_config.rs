@@ -2,7 +2,6 @@
 //! pull secrets and a node's `config.json` ([`DockerConfig`]), and kubelet's credential keyring
 //! matching of their keys to an image. Parse errors describe positions and shapes, never contents.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -10,12 +9,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use serde_json::{Map, Value};
 
+use super::keyring::{index_key, keyring_lookup};
 use super::{DOCKER_CONFIG_JSON, DOCKERCFG};
 use crate::facts::SecretProblemKind;
 use crate::image::ImageRef;
-
-/// The keyring key kubelet falls back to for Docker Hub images when nothing else matched.
-const DEFAULT_REGISTRY_KEY: &str = "index.docker.io";
 
 /// One usable entry of a docker config.
 #[derive(Clone)]
@@ -128,10 +125,14 @@ impl DockerConfig {
     ///   also hands them to registries without `.` or `:` such as `localhost`; pullgate does not send
     ///   Docker Hub credentials anywhere but Docker Hub.)
     pub fn matching(&self, image: &ImageRef) -> Vec<(String, String)> {
-        keyring_lookup(self.indexed_entries(), &image.name())
-            .into_iter()
-            .map(|e| (e.username.clone(), e.password.clone()))
-            .collect()
+        keyring_lookup(
+            self.indexed_entries(),
+            &image.name(),
+            image.registry() == "docker.io",
+        )
+        .into_iter()
+        .map(|e| (e.username.clone(), e.password.clone()))
+        .collect()
     }
 
     pub(super) fn indexed_entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
@@ -156,17 +157,19 @@ impl DockerConfig {
                 Some(Value::Object(auths)) => auths,
                 Some(_) => return Err(malformed("has an \"auths\" that is not an object".into())),
                 None => {
-                    return Err(malformed(
-                        "has no \"auths\" object (legacy .dockercfg content? use type kubernetes.io/dockercfg)"
-                            .into(),
-                    ));
+                    return Err(SecretProblemKind::WrongLayout {
+                        reason: format!(
+                            "{source} has no \"auths\" object (legacy .dockercfg content? use type kubernetes.io/dockercfg)"
+                        ),
+                    });
                 }
             },
             Layout::Legacy if object.len() == 1 && object.contains_key("auths") => {
-                return Err(malformed(
-                    "has the config.json layout ({\"auths\": ...}): use type kubernetes.io/dockerconfigjson"
-                        .into(),
-                ));
+                return Err(SecretProblemKind::WrongLayout {
+                    reason: format!(
+                        "{source} has the config.json layout ({{\"auths\": ...}}): use type kubernetes.io/dockerconfigjson"
+                    ),
+                });
             }
             Layout::Legacy => object,
         };
@@ -263,191 +266,6 @@ fn decode_auth(auth: &str) -> Result<(String, String), String> {
         .split_once(':')
         .ok_or_else(|| "does not decode to \"username:password\"".to_owned())?;
     Ok((username.to_owned(), password.to_owned()))
-}
-
-/// The host and path of a scheme-less URL, as Go's `url.Parse("https://" + s)` splits them, or
-/// `None` where Go reports an error (bad port, blank or control characters in the host).
-fn split_url(schemeless: &str) -> Option<(&str, &str)> {
-    let end = schemeless.find(['/', '?', '#']).unwrap_or(schemeless.len());
-    let (authority, rest) = schemeless.split_at(end);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let path = if rest.starts_with('/') {
-        &rest[..rest.find(['?', '#']).unwrap_or(rest.len())]
-    } else {
-        ""
-    };
-    let port = match host.rfind(']') {
-        Some(bracket) => host[bracket + 1..].strip_prefix(':'),
-        None => host.rsplit_once(':').map(|(_, port)| port),
-    };
-    let port_ok = port.is_none_or(|p| p.bytes().all(|b| b.is_ascii_digit()));
-    let host_ok = !host.chars().any(|c| c.is_whitespace() || c.is_control());
-    (port_ok && host_ok).then_some((host, path))
-}
-
-/// kubelet's `BasicDockerKeyring.Add` key: no scheme, `/v1/…`/`/v2/…` cut to `/…`, bare `/` dropped.
-fn index_key(location: &str) -> Option<String> {
-    let schemeless = ["https://", "http://"]
-        .iter()
-        .find_map(|scheme| location.strip_prefix(scheme))
-        .unwrap_or(location);
-    let (host, path) = split_url(schemeless)?;
-    let path = if path.starts_with("/v1/") || path.starts_with("/v2/") {
-        &path[3..]
-    } else {
-        path
-    };
-    Some(if path.is_empty() || path == "/" {
-        host.to_owned()
-    } else {
-        format!("{host}{path}")
-    })
-}
-
-/// Go's `net.SplitHostPort` as kubelet's `SplitURL` uses it: on error the whole host, no port;
-/// then the host split at `.`.
-fn split_host_port(host: &str) -> (Vec<&str>, &str) {
-    let split = match host.strip_prefix('[') {
-        Some(inner) => inner
-            .split_once(']')
-            .and_then(|(address, rest)| Some((address, rest.strip_prefix(':')?))),
-        None => host.split_once(':').filter(|(_, port)| !port.contains(':')),
-    };
-    let (name, port) = split.unwrap_or((host, ""));
-    (name.split('.').collect(), port)
-}
-
-/// kubelet's `URLsMatchStr(glob, target)`.
-fn urls_match(glob: &str, target: &str) -> bool {
-    let (Some((glob_host, glob_path)), Some((target_host, target_path))) =
-        (split_url(glob), split_url(target))
-    else {
-        return false;
-    };
-    let (glob_labels, glob_port) = split_host_port(glob_host);
-    let (target_labels, target_port) = split_host_port(target_host);
-    glob_port == target_port
-        && glob_labels.len() == target_labels.len()
-        && target_path.starts_with(glob_path)
-        && glob_labels
-            .iter()
-            .zip(&target_labels)
-            .all(|(g, t)| glob_match(g, t))
-}
-
-/// Go's `filepath.Match` for one host label (`*`, `?`, `[...]` classes, `\` escapes); a malformed
-/// pattern matches nothing, as kubelet ignores the error.
-pub(super) fn glob_match(pattern: &str, text: &str) -> bool {
-    fn go(p: &[char], t: &[char]) -> Option<bool> {
-        let Some((&first, rest)) = p.split_first() else {
-            return Some(t.is_empty());
-        };
-        match first {
-            '*' => {
-                for skip in 0..=t.len() {
-                    if go(rest, &t[skip..])? {
-                        return Some(true);
-                    }
-                }
-                Some(false)
-            }
-            '?' => match t.split_first() {
-                Some((_, t_rest)) => go(rest, t_rest),
-                None => Some(false),
-            },
-            '[' => {
-                let (matched, rest) = class(rest, *t.first()?)?;
-                if matched {
-                    go(rest, &t[1..])
-                } else {
-                    Some(false)
-                }
-            }
-            '\\' => {
-                let (&literal, rest) = rest.split_first()?;
-                if t.first() == Some(&literal) {
-                    go(rest, &t[1..])
-                } else {
-                    Some(false)
-                }
-            }
-            c => {
-                if t.first() == Some(&c) {
-                    go(rest, &t[1..])
-                } else {
-                    Some(false)
-                }
-            }
-        }
-    }
-    /// A `[...]` class after its `[`: whether `c` is in it, and the pattern after `]`.
-    fn class(mut p: &[char], c: char) -> Option<(bool, &[char])> {
-        let negated = p.first() == Some(&'^');
-        if negated {
-            p = &p[1..];
-        }
-        let mut matched = false;
-        let mut ranges = 0;
-        loop {
-            if p.first() == Some(&']') && ranges > 0 {
-                return Some((matched != negated, &p[1..]));
-            }
-            let lo;
-            (lo, p) = escaped(p)?;
-            let mut hi = lo;
-            if p.first() == Some(&'-') {
-                (hi, p) = escaped(&p[1..])?;
-            }
-            matched |= lo <= c && c <= hi;
-            ranges += 1;
-        }
-    }
-    fn escaped(p: &[char]) -> Option<(char, &[char])> {
-        match p {
-            [] | ['-' | ']', ..] => None,
-            ['\\', c, rest @ ..] => Some((*c, rest)),
-            ['\\'] => None,
-            [c, rest @ ..] => Some((*c, rest)),
-        }
-    }
-    let pattern: Vec<char> = pattern.chars().collect();
-    let text: Vec<char> = text.chars().collect();
-    go(&pattern, &text) == Some(true)
-}
-
-/// kubelet's `isDefaultRegistryMatch` on the `registry/repository` target.
-///
-/// Unlike kubelet, a registry component without `.` or `:` (`localhost/app`) does not count: Docker Hub
-/// credentials go only to Docker Hub. Targets here are always normalised (`docker.io/...`).
-fn is_default_registry_match(target: &str) -> bool {
-    match target.split_once('/') {
-        _ if target.is_empty() || target.starts_with('/') => false,
-        None => false,
-        Some((first, _)) => first == "docker.io" || first == DEFAULT_REGISTRY_KEY,
-    }
-}
-
-/// kubelet's `BasicDockerKeyring.Lookup` over `(indexed key, item)` pairs added in order.
-pub(super) fn keyring_lookup<'a, T: Copy>(
-    entries: impl IntoIterator<Item = (&'a str, T)>,
-    target: &str,
-) -> Vec<T> {
-    let mut index: BTreeMap<&str, Vec<T>> = BTreeMap::new();
-    for (key, item) in entries {
-        index.entry(key).or_default().push(item);
-    }
-    let found: Vec<T> = index
-        .iter()
-        .rev()
-        .filter(|(key, _)| urls_match(key, target))
-        .flat_map(|(_, items)| items.iter().copied())
-        .collect();
-    if found.is_empty() && is_default_registry_match(target) {
-        return index.get(DEFAULT_REGISTRY_KEY).cloned().unwrap_or_default();
-    }
-    found
 }
 
 /// Why a node-level docker config cannot be used.

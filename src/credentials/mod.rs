@@ -20,14 +20,15 @@ use crate::facts::{CredentialOrigin, SecretProblem, SecretProblemKind};
 use crate::image::ImageRef;
 
 mod docker_config;
+mod keyring;
 mod kube;
 mod local;
 mod manifest;
 #[cfg(test)]
 mod tests;
 
-use self::docker_config::keyring_lookup;
 pub use self::docker_config::{DockerConfig, NodeConfigError};
+use self::keyring::keyring_lookup;
 pub use self::kube::{ApiError, KubeCredentialSource, KubeMetrics};
 pub use self::local::{
     HELPER_TIMEOUT, LocalConfigError, LocalCredentials, LocalDockerConfig, default_helper_path,
@@ -245,6 +246,7 @@ impl PodCredentials {
     /// secret with no entry of its own for this image.
     pub fn for_image(&self, image: &ImageRef) -> ImageCredentials {
         let target = image.name();
+        let hub = image.registry() == "docker.io";
         let from_secrets = self.secrets.iter().flat_map(|secret| {
             secret
                 .config
@@ -259,11 +261,12 @@ impl PodCredentials {
                 node.indexed_entries()
                     .map(|(key, entry)| (key, (origin, entry))),
                 &target,
+                hub,
             ),
             _ => Vec::new(),
         };
         let mut seen = HashSet::new();
-        let candidates = keyring_lookup(from_secrets, &target)
+        let candidates = keyring_lookup(from_secrets, &target, hub)
             .into_iter()
             .chain(from_node)
             .filter(|(_, entry)| seen.insert((&entry.username, &entry.password)))
@@ -298,6 +301,14 @@ impl PodCredentials {
     /// the outcome of a pull cannot be predicted with certainty.
     pub fn api_unavailable(&self) -> bool {
         self.api_unavailable
+    }
+
+    /// The first referenced secret that keeps kubelet from building the pod's credentials at all (it
+    /// does not decode): with it, no image of the pod pulls.
+    pub fn keyring_failure(&self) -> Option<&SecretProblem> {
+        self.problems
+            .iter()
+            .find(|p| p.kind.breaks_kubelet_keyring())
     }
 
     /// Problems that concern every image (missing, wrong-type, malformed, unreadable secrets).

@@ -4,7 +4,7 @@ use k8s_openapi::ByteString;
 use rstest::rstest;
 use serde_json::{Map, Value, json};
 
-use super::docker_config::glob_match;
+use super::keyring::glob_match;
 use super::*;
 
 fn b64(text: &str) -> String {
@@ -162,7 +162,7 @@ fn entry(key: &str, user: &str, pass: &str) -> Result<Vec<(String, String, Strin
 #[case::null_fields_are_empty(json!({"auths": {"reg.io": {"auth": null, "username": "u", "password": null}}}), entry("reg.io", "u", ""))]
 #[case::bad_base64(json!({"auths": {"reg.io": {"auth": "!!!="}}}), Err("MalformedBase64".into()))]
 #[case::auth_without_colon(json!({"auths": {"reg.io": {"auth": b64("nocolon")}}}), Err("MalformedBase64".into()))]
-#[case::no_auths(json!({"reg.io": {"auth": b64("a:b")}}), Err("MalformedJson".into()))]
+#[case::no_auths(json!({"reg.io": {"auth": b64("a:b")}}), Err("WrongLayout".into()))]
 #[case::auths_not_object(json!({"auths": []}), Err("MalformedJson".into()))]
 #[case::entry_not_object(json!({"auths": {"reg.io": "a:b"}}), Err("MalformedJson".into()))]
 #[case::auth_not_string(json!({"auths": {"reg.io": {"auth": 5}}}), Err("MalformedJson".into()))]
@@ -176,7 +176,7 @@ fn parses_dockerconfigjson(#[case] document: Value, #[case] expected: Result<Vec
 #[rstest]
 #[case::legacy_auth(json!({"https://reg.io": {"auth": b64("carol:pw"), "email": "c@example.com"}}), entry("https://reg.io", "carol", "pw"))]
 #[case::legacy_username(json!({"reg.io": {"username": "dan", "password": "pw"}}), entry("reg.io", "dan", "pw"))]
-#[case::config_json_layout_in_dockercfg(json!({"auths": {"reg.io": {"auth": b64("a:b")}}}), Err("MalformedJson".into()))]
+#[case::config_json_layout_in_dockercfg(json!({"auths": {"reg.io": {"auth": b64("a:b")}}}), Err("WrongLayout".into()))]
 #[case::legacy_bad_base64(json!({"reg.io": {"auth": "%%%"}}), Err("MalformedBase64".into()))]
 fn parses_dockercfg(#[case] document: Value, #[case] expected: Result<Vec<(String, String, String)>, String>) {
     let bytes = serde_json::to_vec(&document).unwrap();

@@ -57,6 +57,17 @@ pub(super) fn check(
                 "fix or remove the reference to the secret".into(),
             ))
         }
+        (RuleId::PullSecretValid, ImageStatus::CredentialsUnbuildable(problem)) => {
+            Some(Outcome::new(
+                format!(
+                    "{problem}: kubelet cannot build the pod's pull credentials, so no image of this pod pulls (the registry is never asked)"
+                ),
+                format!(
+                    "fix the secret, or remove it from imagePullSecrets: {} --dry-run=client -o yaml | kubectl apply -f -",
+                    create_secret(&problem.secret, image.registry(), namespace)
+                ),
+            ))
+        }
         (rule, ImageStatus::Failed(error)) if error.class() == failure_class(rule)? => {
             Some(failed(image, error))
         }
