@@ -83,6 +83,8 @@ pub enum ContainerList {
     InitContainers,
     Containers,
     EphemeralContainers,
+    /// `volumes[].image` (ImageVolume): kubelet pulls the reference like a container image.
+    ImageVolumes,
 }
 
 impl ContainerList {
@@ -92,6 +94,7 @@ impl ContainerList {
             Self::InitContainers => "initContainers",
             Self::Containers => "containers",
             Self::EphemeralContainers => "ephemeralContainers",
+            Self::ImageVolumes => "volumes",
         }
     }
 }
@@ -188,7 +191,8 @@ impl Workload {
         self.kind.spec_path().join(".")
     }
 
-    /// Every container of every list, init containers first.
+    /// Every container of every list, init containers first, then the image volumes (pulled by kubelet
+    /// like container images; their field path is `…volumes[N].image.reference`).
     pub fn containers(&self) -> Vec<ContainerSpec> {
         let prefix = self.spec_prefix();
         let entry = |list: ContainerList,
@@ -228,6 +232,24 @@ impl Workload {
                             &c.image,
                             &c.image_pull_policy,
                         )
+                    }),
+            )
+            .chain(
+                self.spec
+                    .volumes
+                    .iter()
+                    .flatten()
+                    .enumerate()
+                    .filter_map(|(i, volume)| {
+                        let image = volume.image.as_ref()?;
+                        Some(ContainerSpec {
+                            list: ContainerList::ImageVolumes,
+                            index: i,
+                            name: volume.name.clone(),
+                            image: image.reference.clone().unwrap_or_default(),
+                            pull_policy: image.pull_policy.clone(),
+                            image_path: format!("{prefix}.volumes[{i}].image.reference"),
+                        })
                     }),
             )
             .collect()

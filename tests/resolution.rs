@@ -232,8 +232,15 @@ async fn tls_with_unknown_ca_warns_with_the_x509_cause_and_the_ca_fixes_it() {
             .expect("push");
         let image = format!("{}/demo/app:v1", reg.host());
 
+        // Configured without its CA (a loopback registry with no configuration at all gets containerd's
+        // localhost default: verification skipped).
+        let mut without_ca = Settings::default();
+        without_ca.registries.insert(
+            reg.host().parse().expect("registry host"),
+            pullgate::config::RegistrySettings::default(),
+        );
         let unknown = admit(
-            &app(&Settings::default(), None, shipped_policies()),
+            &app(&without_ca, None, shipped_policies()),
             &pod_review(one_container(&image)),
         )
         .await;

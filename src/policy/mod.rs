@@ -162,8 +162,13 @@ impl Finding {
     /// The line in a denial message: names the container, the image, the rule, the cause and the fix.
     /// At most [`DENY_LINE_MAX`] characters, without control characters.
     pub fn deny_line(&self) -> String {
+        let what = if self.image_path.contains(".volumes[") {
+            "image volume"
+        } else {
+            "container"
+        };
         let line = format!(
-            "container {:?} (image {}): [{}] {} — {}",
+            "{what} {:?} (image {}): [{}] {} — {}",
             self.container, self.image, self.rule, self.message, self.fix
         );
         truncate_chars(&printable(&line), DENY_LINE_MAX)

@@ -79,6 +79,12 @@ pub fn refused(refused: &Refused, role: &str) -> ResolveError {
     }
 }
 
+/// Whether a TLS connection failed because the server answered in plain HTTP.
+pub fn is_plain_http(error: &reqwest::Error) -> bool {
+    let lower = causes(error).to_lowercase();
+    lower.contains("invalidcontenttype") || lower.contains("corrupt message")
+}
+
 /// A transport error of a request to `role`, classified by walking its causes.
 pub fn transport(error: &reqwest::Error, role: &str) -> ResolveError {
     let mut cause: Option<&(dyn StdError + 'static)> = Some(error);
@@ -90,7 +96,7 @@ pub fn transport(error: &reqwest::Error, role: &str) -> ResolveError {
     }
     let chain = causes(error);
     let lower = chain.to_lowercase();
-    if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+    if is_plain_http(error) {
         return ResolveError::Tls(
             "the registry does not speak TLS here (plain HTTP?); mark it insecure if that is intended"
                 .into(),

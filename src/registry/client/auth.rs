@@ -3,8 +3,8 @@
 //! admission — keyed by (realm, service, scope, credential fingerprint), kept until `expires_in`.
 //!
 //! Which credentials may go where:
-//! - a registry's credentials go only to that registry's own host (never to a mirror, never after a
-//!   redirect to another host);
+//! - a registry's credentials go only to that registry's configured endpoints — its own host and its
+//!   mirrors, which containerd offers them to as well — never after a redirect to another host;
 //! - to a token service only when it is on the registry's site — the same host, or the same registrable
 //!   domain (`registry.gitlab.com` → `gitlab.com`, `registry-1.docker.io` → `auth.docker.io`) — or listed
 //!   in `registries.<host>.tokenRealms`, and only over HTTPS unless the registry itself is configured

@@ -46,6 +46,8 @@ pub struct Request {
     pub authorization: Option<(String, HeaderValue)>,
     /// What the first address dialled is, for refusals ("registry", "token service").
     pub role: &'static str,
+    /// Retry over plain HTTP when the server answers TLS with HTTP (containerd's `localhost` default).
+    pub http_fallback: bool,
 }
 
 /// An answer whose body has not been read yet.
@@ -112,6 +114,8 @@ pub struct Http {
     policy: Arc<NetworkPolicy>,
     timeouts: Timeouts,
     clients: Mutex<HashMap<Tls, reqwest::Client>>,
+    /// Hosts that fell back to plain HTTP once: asked over HTTP straight away.
+    plain_http: moka::sync::Cache<String, ()>,
 }
 
 impl std::fmt::Debug for Http {
@@ -128,6 +132,10 @@ impl Http {
             policy,
             timeouts,
             clients: Mutex::new(HashMap::new()),
+            plain_http: moka::sync::Cache::builder()
+                .max_capacity(1_000)
+                .time_to_live(Duration::from_secs(60 * 60))
+                .build(),
         }
     }
 
@@ -200,23 +208,43 @@ impl Http {
             accept,
             authorization,
             mut role,
+            http_fallback,
         } = request;
+        let mut fallback = http_fallback && url.scheme() == "https";
+        if fallback && self.plain_http.contains_key(&authority(&url)) {
+            let _ = url.set_scheme("http");
+            fallback = false;
+        }
         for hop in 0..=MAX_REDIRECTS {
             self.check_literal(&url, role)?;
-            let mut builder = client.request(method.clone(), url.clone());
-            if let Some(accept) = accept {
-                builder = builder.header(header::ACCEPT, accept);
-            }
-            if let Some((host, value)) = &authorization {
-                if *host == authority(&url) {
-                    builder = builder.header(header::AUTHORIZATION, value.clone());
+            let build = |url: &Url| {
+                let mut builder = client.request(method.clone(), url.clone());
+                if let Some(accept) = accept {
+                    builder = builder.header(header::ACCEPT, accept);
                 }
-            }
+                match &authorization {
+                    Some((host, value)) if *host == authority(url) => {
+                        builder.header(header::AUTHORIZATION, value.clone())
+                    }
+                    _ => builder,
+                }
+            };
             on_hop();
-            let response = builder
-                .send()
-                .await
-                .map_err(|e| classify::transport(&e, role))?;
+            let response = match build(&url).send().await {
+                Ok(response) => response,
+                Err(error) if fallback && hop == 0 && classify::is_plain_http(&error) => {
+                    // As containerd: the same request again over plain HTTP, and from now on.
+                    fallback = false;
+                    self.plain_http.insert(authority(&url), ());
+                    let _ = url.set_scheme("http");
+                    on_hop();
+                    build(&url)
+                        .send()
+                        .await
+                        .map_err(|e| classify::transport(&e, role))?
+                }
+                Err(error) => return Err(classify::transport(&error, role)),
+            };
             let status = response.status();
             let location = response
                 .headers()

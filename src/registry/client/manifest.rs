@@ -17,8 +17,8 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// What a manifest says about platforms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Manifest {
-    /// An index: the platforms of its entries (entries without one are skipped).
-    Index(Vec<Platform>),
+    /// An index: its entries, each with the platform it names (if it names one).
+    Index(Vec<Entry>),
     /// A single image: its platform is in the config blob with this digest.
     Image {
         config: String,
@@ -37,8 +37,19 @@ struct RawManifest {
     architecture: Option<String>,
 }
 
+/// One entry of an index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub digest: String,
+    /// `None` for an entry without `platform` (containerd then reads the child's config) — and for a
+    /// nested index.
+    pub platform: Option<Platform>,
+}
+
 #[derive(Debug, Deserialize)]
 struct RawIndexEntry {
+    #[serde(default)]
+    digest: String,
     platform: Option<RawPlatform>,
 }
 
@@ -80,7 +91,10 @@ pub fn parse(body: &[u8], max_entries: usize) -> Result<Manifest, ResolveError> 
         return Ok(Manifest::Index(
             entries
                 .iter()
-                .filter_map(|e| e.platform.as_ref()?.platform())
+                .map(|e| Entry {
+                    digest: e.digest.clone(),
+                    platform: e.platform.as_ref().and_then(RawPlatform::platform),
+                })
                 .collect(),
         ));
     }
@@ -136,16 +150,21 @@ mod tests {
     }
 
     #[test]
-    fn an_index_lists_its_platforms_and_skips_entries_without_one() {
+    fn an_index_lists_its_entries_with_their_platforms() {
         let body = br#"{"schemaVersion":2,"manifests":[
             {"digest":"sha256:a","platform":{"os":"linux","architecture":"amd64"}},
             {"digest":"sha256:b","platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
             {"digest":"sha256:c"}]}"#;
+        let entry = |digest: &str, platform: Option<&str>| Entry {
+            digest: digest.into(),
+            platform: platform.map(|p| p.parse().expect("platform")),
+        };
         assert_eq!(
             parse(body, 1024),
             Ok(Manifest::Index(vec![
-                platform("linux/amd64"),
-                platform("linux/arm64/v8")
+                entry("sha256:a", Some("linux/amd64")),
+                entry("sha256:b", Some("linux/arm64/v8")),
+                entry("sha256:c", None),
             ]))
         );
     }

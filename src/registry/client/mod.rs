@@ -32,14 +32,20 @@ use reqwest::{Method, StatusCode};
 use self::auth::{Challenge, Token, TokenKey};
 use self::http::{Answer, Http, Tls};
 use self::manifest::Manifest;
-use self::session::{Conversation, TokenExpiry, is_the_registry};
+use self::session::{Conversation, TokenExpiry};
 use super::budget::{self, BudgetSink};
+use super::classify::sanitize;
 use super::hosts::{Endpoint, RegistryHosts};
 use super::{Found, ImageResolver, RegistryMetrics, RequestCounter};
 use crate::credentials::Credential;
 use crate::facts::{Budget, ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
+
+/// Most manifests read to learn the platforms of index entries that name none.
+const MAX_CHILDREN: usize = 16;
+/// Deepest nesting of image indexes followed.
+const MAX_DEPTH: usize = 3;
 
 /// What the client reads at most.
 #[derive(Debug, Clone, Copy)]
@@ -123,7 +129,9 @@ impl Client {
                 },
                 registry: image.registry(),
                 repository: image.repository(),
-                credential: credential.filter(|_| is_the_registry(endpoint, image.registry())),
+                // As containerd: the pod's credentials answer any configured host that challenges
+                // (mirrors too), never a redirect target on another host.
+                credential,
                 requests,
             })
             .collect()
@@ -164,6 +172,28 @@ impl Client {
         reference: &str,
         platforms: bool,
     ) -> Result<Found, ResolveError> {
+        let (digest, body) = self.fetch_manifest(conv, reference).await?;
+        if !platforms {
+            return Ok(Found {
+                digest: ManifestDigest(digest),
+                platforms: None,
+            });
+        }
+        let manifest = manifest::parse(&body, self.limits.index_entries)?;
+        let offered = self.offered(conv, manifest).await;
+        Ok(Found {
+            digest: ManifestDigest(digest),
+            platforms: Some(offered),
+        })
+    }
+
+    /// `GET` a manifest by tag or digest: its digest (the header's, or the body's own) and its body,
+    /// capped and checked against the digest.
+    async fn fetch_manifest(
+        &self,
+        conv: &Conversation<'_>,
+        reference: &str,
+    ) -> Result<(String, Vec<u8>), ResolveError> {
         let url = conv.url(&format!("manifests/{reference}"))?;
         let (answer, sent) = self
             .exchange(
@@ -185,27 +215,62 @@ impl Client {
             (false, None) => manifest::sha256(&body),
         };
         manifest::verify(&body, &digest, "manifest")?;
-        if !platforms {
-            return Ok(Found {
-                digest: ManifestDigest(digest),
-                platforms: None,
-            });
+        Ok((digest, body))
+    }
+
+    /// The platforms a manifest offers: a single image's config names one; an index lists its entries'
+    /// — and, as containerd does, an entry that names none is read for its own (its config, or the
+    /// entries of a nested index), at most [`MAX_CHILDREN`] such manifests and [`MAX_DEPTH`] levels.
+    async fn offered(
+        &self,
+        conv: &Conversation<'_>,
+        top: Manifest,
+    ) -> Result<Vec<Platform>, ResolveError> {
+        let mut offered = Vec::new();
+        let mut pending = vec![(top, 0_usize)];
+        let mut children = 0;
+        while let Some((manifest, depth)) = pending.pop() {
+            match manifest {
+                Manifest::Schema1(platform) => offered.push(platform),
+                Manifest::Image {
+                    config,
+                    config_size,
+                } => offered.push(self.config(conv, &config, config_size).await?),
+                Manifest::Index(entries) => {
+                    for entry in entries {
+                        if let Some(platform) = entry.platform {
+                            offered.push(platform);
+                            continue;
+                        }
+                        if depth + 1 > MAX_DEPTH {
+                            return Err(ResolveError::InvalidResponse(format!(
+                                "image indexes nested more than {MAX_DEPTH} deep"
+                            )));
+                        }
+                        children += 1;
+                        if children > MAX_CHILDREN {
+                            return Err(ResolveError::InvalidResponse(format!(
+                                "more than {MAX_CHILDREN} index entries name no platform"
+                            )));
+                        }
+                        let digest = entry
+                            .digest
+                            .parse::<crate::image::Digest>()
+                            .map_err(|_| {
+                                ResolveError::InvalidResponse(format!(
+                                    "an index entry has a bad digest {}",
+                                    sanitize(&entry.digest)
+                                ))
+                            })?
+                            .to_string();
+                        let (_, body) = self.fetch_manifest(conv, &digest).await?;
+                        let child = manifest::parse(&body, self.limits.index_entries)?;
+                        pending.push((child, depth + 1));
+                    }
+                }
+            }
         }
-        let offered = match manifest::parse(&body, self.limits.index_entries)? {
-            Manifest::Index(platforms) => Ok(platforms),
-            Manifest::Schema1(platform) => Ok(vec![platform]),
-            Manifest::Image {
-                config,
-                config_size,
-            } => self
-                .config(conv, &config, config_size)
-                .await
-                .map(|p| vec![p]),
-        };
-        Ok(Found {
-            digest: ManifestDigest(digest),
-            platforms: Some(offered),
-        })
+        Ok(offered)
     }
 
     /// The platform named by an image's config blob.
@@ -245,9 +310,11 @@ impl Client {
         op: Op,
     ) -> Result<Found, ResolveError> {
         let endpoints = self.hosts.endpoints(image.registry());
-        let usable: fn(&Endpoint) -> bool = match op {
-            Op::Get { .. } if image.digest().is_some() => |e| e.can_pull,
-            _ => |e| e.can_resolve,
+        // As containerd: a digest can come from any host that may pull; a tag needs one that may resolve.
+        let usable: fn(&Endpoint) -> bool = if image.digest().is_some() {
+            |e| e.can_pull
+        } else {
+            |e| e.can_resolve && e.can_pull
         };
         let conversations = self.conversations(&endpoints, image, credential, requests, usable);
         let reference = reference(image);

@@ -57,19 +57,24 @@ pub(super) struct Conversation<'a> {
 }
 
 impl Conversation<'_> {
+    /// The URL of `path` under the repository; on another host than the registry's own (a mirror), with
+    /// `?ns=<registry>` as containerd adds it, so a mirror serving several registries knows which.
     pub(super) fn url(&self, path: &str) -> Result<Url, ResolveError> {
-        let text = format!("{}/{}/{path}", self.endpoint.url(), self.repository);
+        let mut text = format!("{}/{}/{path}", self.endpoint.url(), self.repository);
+        if !is_the_registry_host(self.endpoint, self.registry) {
+            text.push_str("?ns=");
+            text.push_str(self.registry);
+        }
         Url::parse(&text).map_err(|_| {
             ResolveError::InvalidResponse(format!("cannot form a URL from {}", sanitize(&text)))
         })
     }
 }
 
-/// Whether an endpoint is the image's own registry (Docker Hub's upstream host counts as `docker.io`).
-pub(super) fn is_the_registry(endpoint: &Endpoint, registry: &str) -> bool {
-    !endpoint.is_mirror
-        && (endpoint.host == registry
-            || (registry == "docker.io" && endpoint.host == "registry-1.docker.io"))
+/// Whether an endpoint is on the image's own registry host (Docker Hub's upstream counts as `docker.io`).
+pub(super) fn is_the_registry_host(endpoint: &Endpoint, registry: &str) -> bool {
+    endpoint.host == registry
+        || (registry == "docker.io" && endpoint.host == "registry-1.docker.io")
 }
 
 impl Client {
@@ -141,6 +146,7 @@ impl Client {
                 accept,
                 authorization: header.map(|h| (host.clone(), h)),
                 role: "registry",
+                http_fallback: conv.endpoint.http_fallback,
             };
             self.http.send(&conv.tls, request, || conv.requests.add())
         };
@@ -304,6 +310,7 @@ impl Client {
                 .and_then(auth::basic)
                 .map(|header| (host.clone(), header)),
             role: "token service",
+            http_fallback: false,
         };
         let failed = |what: String| ResolveError::TokenService(format!("{host} {what}"));
         let answer = match self

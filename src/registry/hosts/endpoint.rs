@@ -52,6 +52,9 @@ pub struct Endpoint {
     pub can_pull: bool,
     /// A `[host]` entry or a `mirrors:` item, tried before the upstream (a `server` is never one).
     pub is_mirror: bool,
+    /// HTTPS first, then plain HTTP when the server answers TLS with HTTP (containerd's `localhost`
+    /// default on ports other than 80 and 443).
+    pub http_fallback: bool,
 }
 
 impl Endpoint {
@@ -96,6 +99,7 @@ impl Endpoint {
             can_resolve: true,
             can_pull: true,
             is_mirror: false,
+            http_fallback: false,
         }
     }
 

@@ -5,11 +5,16 @@
 //! * registry `host:port` uses the first of `<dir>/host_port_`, `<dir>/host:port`, `<dir>/_default`
 //!   that exists as a directory, whether or not it holds a `hosts.toml`;
 //! * `[host."URL"]` tables are tried in file order, then `server` (default `https://<host>`, and
-//!   `https://registry-1.docker.io` for `docker.io`); a URL not starting with `http` gets `https://`;
-//! * `capabilities` default to pull, resolve and push; a tag is resolved only on endpoints with
-//!   `resolve`, content is pulled only from those with `pull`, in the same order;
+//!   `https://registry-1.docker.io` for `docker.io`); a URL not starting with `http` gets `https://`.
+//!   A table naming the registry itself is one more entry before the upstream, with its own trust —
+//!   containerd does not merge the two;
+//! * `capabilities` default to pull, resolve and push; a tag is resolved only on endpoints with both
+//!   `pull` and `resolve`, a digest on any with `pull`, in the same order;
 //! * the top-level `ca`, `skip_verify`, `capabilities` and `override_path` belong to `server`; with no
 //!   `server`, only `ca` and `skip_verify` apply (to the default upstream);
+//! * with no `server` (or no configuration), `localhost` and loopback addresses skip verification and
+//!   fall back to plain HTTP on ports other than 80 and 443 (port 80: plain HTTP), as containerd
+//!   1.6.25+/1.7.8+/2.x do;
 //! * a URL path gets `/v2` appended unless it ends in `/v2` or `override_path = true`; relative `ca`
 //!   paths are relative to the `hosts.toml` directory;
 //! * a directory without `hosts.toml` (or with an empty one) trusts its `*.crt` files (Docker layout).
@@ -19,8 +24,10 @@
 //!   start-up (containerd logs it at pull time and falls back to the `*.crt` files);
 //! * keys pullgate does not imitate (`client` certificates, `proxy`, unknown keys) are logged as
 //!   warnings; `header` and `dial_timeout` are accepted silently;
-//! * containerd 2.x's plain HTTP for `localhost` and HTTPS-first for `http://` hosts with TLS
-//!   settings are not imitated: the scheme written is the scheme used;
+//! * a `hosts.toml` with `server` but no `[host]` table is read as written (containerd 2.x and 1.7.32+);
+//!   containerd 1.5–1.7.31 ignores such a file, so give it a `[host]` table for those nodes;
+//! * HTTPS first for `http://` hosts that have TLS settings (containerd 1.7.24+) is not imitated: the
+//!   scheme written is the scheme used;
 //! * a `registries:` entry for a host replaces that host's `certs.d` configuration whole: its
 //!   `mirrors` in order, then the upstream; its `ca` and `skipVerify` apply to all of them.
 
@@ -150,23 +157,51 @@ impl RegistryHosts {
         }
         let names = certs_d::host_dir_names(registry);
         let Some(dir) = names.iter().find_map(|name| self.host_dirs.get(name)) else {
-            return vec![default_upstream(registry, Scheme::Https)];
+            return vec![implicit_upstream(registry)];
         };
         let mut endpoints = dir.clone();
         if let Some(last) = endpoints.last_mut().filter(|last| last.host.is_empty()) {
             // containerd fills in scheme, host, root and every capability; the trust stays.
             let (ca_files, ca_pems) = (mem::take(&mut last.ca_files), mem::take(&mut last.ca_pems));
-            let skip_verify = last.skip_verify;
+            let implicit = implicit_upstream(registry);
+            let skip_verify = last.skip_verify || implicit.skip_verify;
             *last = Endpoint {
                 ca_files,
                 ca_pems,
                 skip_verify,
-                ..default_upstream(registry, Scheme::Https)
+                ..implicit
             };
         }
         endpoints
     }
 }
+/// The upstream containerd fills in when nothing names one (no `registries:` entry, no `server`): HTTPS,
+/// except for `localhost` and loopback addresses, where containerd (1.6.25+, 1.7.8+, 2.x) skips
+/// verification and, on a port other than 80 and 443, falls back to plain HTTP (port 80: HTTP only).
+/// containerd 1.6.0–1.6.24 and 1.7.0–1.7.6 used plain HTTP only for them: the same verdict for a plain
+/// HTTP registry there.
+fn implicit_upstream(registry: &str) -> Endpoint {
+    let mut endpoint = default_upstream(registry, Scheme::Https);
+    let (host, port) = match registry.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (host, Some(port)),
+        _ => (registry, None),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if local {
+        endpoint.skip_verify = true;
+        match port {
+            Some("80") => endpoint.scheme = Scheme::Http,
+            Some("443") | None => {}
+            Some(_) => endpoint.http_fallback = true,
+        }
+    }
+    endpoint
+}
+
 /// The registry's own upstream endpoint (Docker Hub's is `registry-1.docker.io`).
 fn default_upstream(registry: &str, scheme: Scheme) -> Endpoint {
     let host = if registry == DOCKER_HUB {

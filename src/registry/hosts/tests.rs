@@ -41,7 +41,10 @@ fn summary(endpoints: &[Endpoint]) -> Vec<String> {
             (e.can_pull, " pull"),
             (e.is_mirror, " mirror"),
         ];
-        let flags = flags.into_iter().chain([(e.skip_verify, " skip-verify")]);
+        let flags = flags.into_iter().chain([
+            (e.skip_verify, " skip-verify"),
+            (e.http_fallback, " http-fallback"),
+        ]);
         let flags: String = flags.filter_map(|(on, name)| on.then_some(name)).collect();
         format!("{}{flags}", e.url())
     };
@@ -61,6 +64,19 @@ server = "https://registry-1.docker.io"
 #[rstest]
 #[case::nothing_configured(&[], "registry.example.com", &["https://registry.example.com/v2 resolve pull"])]
 #[case::docker_hub_default(&[], "docker.io", &["https://registry-1.docker.io/v2 resolve pull"])]
+#[case::localhost_with_port(&[], "localhost:5000", &["https://localhost:5000/v2 resolve pull skip-verify http-fallback"])]
+#[case::loopback_with_port(&[], "127.0.0.1:5000", &["https://127.0.0.1:5000/v2 resolve pull skip-verify http-fallback"])]
+#[case::loopback_v6_with_port(&[], "[::1]:5000", &["https://[::1]:5000/v2 resolve pull skip-verify http-fallback"])]
+#[case::localhost_port_80(&[], "localhost:80", &["http://localhost:80/v2 resolve pull skip-verify"])]
+#[case::localhost_no_port(&[], "localhost", &["https://localhost/v2 resolve pull skip-verify"])]
+#[case::localhost_port_443(&[], "localhost:443", &["https://localhost:443/v2 resolve pull skip-verify"])]
+#[case::other_loopback(&[], "127.0.0.254:5000", &["https://127.0.0.254:5000/v2 resolve pull skip-verify http-fallback"])]
+#[case::not_local(&[], "example.com:5000", &["https://example.com:5000/v2 resolve pull"])]
+#[case::localhost_dir_without_server(
+    &[("localhost:5000/hosts.toml", "[host.\"https://m.example.com\"]\n")],
+    "localhost:5000",
+    &["https://m.example.com/v2 resolve pull mirror", "https://localhost:5000/v2 resolve pull skip-verify http-fallback"],
+)]
 #[case::hosts_in_file_order_then_server(
     &[("docker.io/hosts.toml", DOCKER_HOSTS)],
     "docker.io",

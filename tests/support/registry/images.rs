@@ -68,6 +68,10 @@ pub enum ImageKind {
     OciIndex(Vec<Platform>),
     /// A Docker schema2 manifest list over Docker schema2 manifests.
     DockerManifestList(Vec<Platform>),
+    /// An OCI index whose entries name no `platform` (readers must look at each child's config).
+    IndexWithoutPlatforms(Vec<Platform>),
+    /// An OCI index whose one entry is another OCI index (without `platform`) over these platforms.
+    NestedIndex(Vec<Platform>),
 }
 
 impl ImageKind {
@@ -75,6 +79,13 @@ impl ImageKind {
         let Platform { os, arch, variant } = platform;
         Self::Single { os, arch, variant }
     }
+}
+
+/// How an index names its entries' platforms.
+enum Shape {
+    Named,
+    WithoutPlatforms,
+    Nested,
 }
 
 /// What [`push_image_detailed`] pushed.
@@ -165,6 +176,11 @@ pub async fn push_image_detailed(
         .await
         .with_context(|| format!("authenticating to push {tagged}"))?;
 
+    let kind_shape = match &kind {
+        ImageKind::IndexWithoutPlatforms(_) => Shape::WithoutPlatforms,
+        ImageKind::NestedIndex(_) => Shape::Nested,
+        _ => Shape::Named,
+    };
     let (media, platforms) = match kind {
         ImageKind::Single { os, arch, variant } => {
             let platform = Platform { os, arch, variant };
@@ -176,9 +192,12 @@ pub async fn push_image_detailed(
                 platforms: vec![(platform, manifest.digest)],
             });
         }
-        ImageKind::OciIndex(platforms) => (&OCI, platforms),
+        ImageKind::OciIndex(platforms)
+        | ImageKind::IndexWithoutPlatforms(platforms)
+        | ImageKind::NestedIndex(platforms) => (&OCI, platforms),
         ImageKind::DockerManifestList(platforms) => (&DOCKER, platforms),
     };
+    let named = !matches!(kind_shape, Shape::WithoutPlatforms);
 
     let mut entries = Vec::new();
     let mut pushed = Vec::new();
@@ -187,11 +206,19 @@ pub async fn push_image_detailed(
         let by_digest: Reference = format!("{}/{repo}@{}", reg.host(), manifest.digest).parse()?;
         push_manifest(&client, &by_digest, &manifest).await?;
         let mut entry = manifest.descriptor();
-        entry["platform"] = platform.json();
+        if named {
+            entry["platform"] = platform.json();
+        }
         entries.push(entry);
         pushed.push((platform, manifest.digest));
     }
-    let index = json!({ "schemaVersion": 2, "mediaType": media.index, "manifests": entries });
+    let mut index = json!({ "schemaVersion": 2, "mediaType": media.index, "manifests": entries });
+    if matches!(kind_shape, Shape::Nested) {
+        let inner = Content::new(media.index, serde_json::to_vec(&index)?);
+        let by_digest: Reference = format!("{}/{repo}@{}", reg.host(), inner.digest).parse()?;
+        push_manifest(&client, &by_digest, &inner).await?;
+        index = json!({ "schemaVersion": 2, "mediaType": media.index, "manifests": [inner.descriptor()] });
+    }
     let index = Content::new(media.index, serde_json::to_vec(&index)?);
     push_manifest(&client, &tagged, &index).await?;
     Ok(PushedImage {
