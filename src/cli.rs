@@ -9,7 +9,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check::{CheckConfig, Input, OutputFormat, PolicySource};
 use crate::config::LogFormat;
-use crate::config::{ConfigError, KubeApi, ServeConfig, Settings, TlsSource};
+use crate::config::{
+    ConfigError, CredentialProviderSettings, DEFAULT_PROVIDER_TIMEOUT_SECONDS, KubeApi,
+    ServeConfig, Settings, TlsSource,
+};
 use crate::credentials::LocalDockerConfig;
 use crate::wiring::RegistryAccess;
 
@@ -54,6 +57,28 @@ pub struct ServeArgs {
     /// Log line format.
     #[arg(long, env = "PULLGATE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    #[command(flatten)]
+    pub providers: ProviderArgs,
+}
+
+/// kubelet's credential provider flags, by the same names (they override the settings file's
+/// `credentialProviders`).
+#[derive(Debug, Args)]
+pub struct ProviderArgs {
+    /// kubelet's CredentialProviderConfig file.
+    #[arg(
+        long,
+        env = "PULLGATE_IMAGE_CREDENTIAL_PROVIDER_CONFIG",
+        requires = "image_credential_provider_bin_dir"
+    )]
+    pub image_credential_provider_config: Option<PathBuf>,
+    /// The directory of the credential provider plugins.
+    #[arg(
+        long,
+        env = "PULLGATE_IMAGE_CREDENTIAL_PROVIDER_BIN_DIR",
+        requires = "image_credential_provider_config"
+    )]
+    pub image_credential_provider_bin_dir: Option<PathBuf>,
 }
 
 /// Whether to use the Kubernetes API.
@@ -93,6 +118,11 @@ impl ServeArgs {
             kubeconfig,
             kube_api,
             log_format,
+            providers:
+                ProviderArgs {
+                    image_credential_provider_config,
+                    image_credential_provider_bin_dir,
+                },
         } = self;
         let kube_api = match (kubeconfig, kube_api) {
             (Some(file), _) => KubeApi::Kubeconfig(file),
@@ -106,10 +136,24 @@ impl ServeArgs {
                     .unwrap_or_else(|| std::env::temp_dir().join("pullgate-dev-certs")),
             },
         };
-        let settings = match config {
+        let mut settings = match config {
             Some(file) => Settings::load(&file)?,
             None => Settings::default(),
         };
+        if let (Some(config), Some(bin_dir)) = (
+            image_credential_provider_config,
+            image_credential_provider_bin_dir,
+        ) {
+            let timeout_seconds = settings
+                .credential_providers
+                .as_ref()
+                .map_or(DEFAULT_PROVIDER_TIMEOUT_SECONDS, |p| p.timeout_seconds);
+            settings.credential_providers = Some(CredentialProviderSettings {
+                config,
+                bin_dir,
+                timeout_seconds,
+            });
+        }
         Ok(ServeConfig {
             listen,
             kube_api,

@@ -44,6 +44,60 @@ pub struct Settings {
     /// Which addresses pullgate may connect to (registries, mirrors, redirects, token services).
     #[serde(default)]
     pub network: NetworkSettings,
+    /// kubelet's credential provider plugins, run as the nodes run them (their credentials come after
+    /// pod and node credentials).
+    pub credential_providers: Option<CredentialProviderSettings>,
+    /// Registries (kubelet `matchImages` globs) whose nodes authenticate by cloud identity, besides the
+    /// built-in ECR, Artifact Registry/GCR and ACR ones: a refusal there, with no provider configured
+    /// for it, is a warning, never a denial.
+    #[serde(default)]
+    pub node_authenticated_registries: Vec<String>,
+}
+
+/// Registries nodes usually pull from with their cloud identity through a kubelet credential provider
+/// (the managed defaults of EKS, GKE and AKS), as `matchImages` globs.
+pub const NODE_IDENTITY_REGISTRIES: [&str; 14] = [
+    "*.dkr.ecr.*.amazonaws.com",
+    "*.dkr.ecr.*.amazonaws.com.cn",
+    "*.dkr-ecr.*.on.aws",
+    "*.dkr.ecr-fips.*.amazonaws.com",
+    "*.dkr-ecr-fips.*.on.aws",
+    "container.cloud.google.com",
+    "gcr.io",
+    "*.gcr.io",
+    "*.pkg.dev",
+    "*.azurecr.io",
+    "*.azurecr.cn",
+    "*.azurecr.de",
+    "*.azurecr.us",
+    "*.*.geo.azurecr.io",
+];
+
+/// `credentialProviders`: kubelet's own `CredentialProviderConfig` and the plugins' directory (mount the
+/// node's, or the same plugins with the same cloud identity — IRSA, Workload Identity).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CredentialProviderSettings {
+    /// kubelet's `--image-credential-provider-config` file.
+    pub config: PathBuf,
+    /// kubelet's `--image-credential-provider-bin-dir`.
+    pub bin_dir: PathBuf,
+    /// How long one plugin run may take (kubelet allows a minute; an admission has seconds).
+    #[serde(default = "default_provider_timeout")]
+    pub timeout_seconds: f64,
+}
+
+/// How long one plugin run may take by default.
+pub const DEFAULT_PROVIDER_TIMEOUT_SECONDS: f64 = 5.0;
+
+fn default_provider_timeout() -> f64 {
+    DEFAULT_PROVIDER_TIMEOUT_SECONDS
+}
+
+impl CredentialProviderSettings {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_seconds)
+    }
 }
 
 /// Where registry connections may go. Every connection — registry, mirror, redirect hop, token service —
@@ -115,6 +169,8 @@ impl Default for Settings {
             resolution: ResolutionSettings::default(),
             rate_limit_probes: Vec::new(),
             network: NetworkSettings::default(),
+            credential_providers: None,
+            node_authenticated_registries: Vec::new(),
         }
     }
 }

@@ -100,6 +100,9 @@ pub enum ImageStatus {
         anonymous: Option<ResolveError>,
         /// Pull secrets could not be read because no Kubernetes API is available.
         api_unavailable: bool,
+        /// Why the refusal says nothing about the nodes: a credential provider failed, or the registry
+        /// authenticates nodes by their cloud identity and no provider is configured for it.
+        unverifiable: Option<String>,
     },
     /// kubelet cannot build the pod's pull credentials (this referenced secret does not decode): the
     /// pull fails before any registry is contacted, for every image of the pod.
@@ -251,6 +254,8 @@ pub enum CredentialOrigin {
     },
     /// The node's docker config file.
     Node { file: PathBuf },
+    /// A kubelet credential provider plugin (the nodes' cloud identity).
+    Provider { name: String },
 }
 
 impl fmt::Display for CredentialOrigin {
@@ -262,6 +267,7 @@ impl fmt::Display for CredentialOrigin {
                 secret,
             } => write!(f, "secret {secret:?} of ServiceAccount {service_account:?}"),
             Self::Node { file } => write!(f, "node credentials ({})", file.display()),
+            Self::Provider { name } => write!(f, "credential provider {name:?}"),
         }
     }
 }

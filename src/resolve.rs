@@ -13,7 +13,10 @@ use k8s_openapi::api::core::v1::PodSpec;
 use tokio::sync::{Semaphore, watch};
 use tokio::time::Instant;
 
-use crate::credentials::{CredentialSource, DockerConfig, PodCredentials};
+use crate::credentials::{
+    Asker, Credential, CredentialProviders, CredentialSource, DockerConfig, PodCredentials,
+    ProviderCredentials, keyring_matches,
+};
 use crate::facts::{
     AuthAttempt, Budget, Facts, FailureClass, ImageStatus, RegistryNeed, ResolveError, Resolved,
     SecretProblemKind,
@@ -46,6 +49,10 @@ pub struct Resolver {
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Watched pull budgets that are below their threshold, by registry.
     low_budgets: watch::Receiver<BTreeMap<String, Budget>>,
+    /// kubelet credential provider plugins, as the nodes run them.
+    providers: Option<Arc<CredentialProviders>>,
+    /// Registries nodes usually authenticate to by cloud identity (kubelet `matchImages` globs).
+    node_identity_registries: Vec<String>,
 }
 
 /// The sending side of what changes while the resolver runs: node platforms (discovery) and pull
@@ -135,7 +142,39 @@ impl Resolver {
             settings,
             limits: Mutex::new(HashMap::new()),
             low_budgets: updates.low_budgets.subscribe(),
+            providers: None,
+            node_identity_registries: Vec::new(),
         }
+    }
+
+    /// Ask these credential provider plugins after pod and node credentials, as kubelet does; treat a
+    /// refusal by a registry matching `node_identity_registries` (and no provider) as unverifiable.
+    pub fn with_node_identity(
+        mut self,
+        providers: Option<Arc<CredentialProviders>>,
+        node_identity_registries: Vec<String>,
+    ) -> Self {
+        self.providers = providers;
+        self.node_identity_registries = node_identity_registries;
+        self
+    }
+
+    /// Why a refusal by `image`'s registry says nothing about the nodes, when it usually authenticates them
+    /// by their cloud identity and no credential provider configured here covers it.
+    fn node_identity(&self, image: &ImageRef) -> Option<String> {
+        if self.providers.as_ref().is_some_and(|p| p.covers(image)) {
+            return None;
+        }
+        let name = image.name();
+        self.node_identity_registries
+            .iter()
+            .any(|pattern| keyring_matches(pattern, &name))
+            .then(|| {
+                format!(
+                    "nodes usually pull from {} with their cloud identity (a kubelet credential provider), which pullgate has not been given",
+                    image.registry()
+                )
+            })
     }
 
     /// The concurrency limit of one registry.
@@ -247,48 +286,63 @@ impl Resolver {
     ) -> ImageStatus {
         let matching = credentials.for_image(image);
         let want = pod_platforms.is_some();
-        let mut attempts = Vec::new();
-        let mut found = None;
-        if matching.candidates.is_empty() {
-            match self.images.lookup(image, None, want, requests).await {
-                Ok(answer) => found = Some(answer),
-                Err(error) if error.class() == FailureClass::Auth => {
-                    return ImageStatus::AuthFailed {
-                        attempts,
-                        problems: matching.problems,
-                        anonymous: Some(error),
-                        api_unavailable: credentials.api_unavailable(),
-                    };
-                }
-                Err(error) => return failure(error),
+        // kubelet's order: the pod's (or its ServiceAccount's) secrets, the node's config, then the
+        // credential provider plugins; anonymous only when none of them matches.
+        let from_providers = match &self.providers {
+            Some(providers) => {
+                let asker = Asker {
+                    namespace: credentials.namespace(),
+                    service_account: credentials.service_account(),
+                    source: self.credentials.as_deref(),
+                };
+                providers.credentials(image, &asker).await
             }
-        } else {
-            for candidate in &matching.candidates {
-                match self
-                    .images
-                    .lookup(image, Some(candidate), want, requests)
-                    .await
-                {
-                    Ok(answer) => {
-                        found = Some(answer);
-                        break;
-                    }
-                    Err(error) if error.class() == FailureClass::Auth => {
-                        attempts.push(AuthAttempt {
-                            origin: candidate.origin.clone(),
-                            error,
-                        })
-                    }
-                    Err(error) => return failure(error),
+            None => ProviderCredentials::default(),
+        };
+        let mut candidates: Vec<Option<&Credential>> =
+            matching.candidates.iter().map(Some).collect();
+        for credential in &from_providers.credentials {
+            let known = candidates.iter().flatten().any(|c| {
+                c.username == credential.username && c.password() == credential.password()
+            });
+            if !known {
+                candidates.push(Some(credential));
+            }
+        }
+        if candidates.is_empty() {
+            candidates.push(None);
+        }
+        let mut attempts = Vec::new();
+        let mut anonymous = None;
+        let mut found = None;
+        for candidate in candidates {
+            match self.images.lookup(image, candidate, want, requests).await {
+                Ok(answer) => {
+                    found = Some(answer);
+                    break;
                 }
+                Err(error) if error.class() == FailureClass::Auth => match candidate {
+                    Some(credential) => attempts.push(AuthAttempt {
+                        origin: credential.origin.clone(),
+                        error,
+                    }),
+                    None => anonymous = Some(error),
+                },
+                Err(error) => return failure(error),
             }
         }
         let Some(found) = found else {
+            let unverifiable = if from_providers.failures.is_empty() {
+                self.node_identity(image)
+            } else {
+                Some(from_providers.failures.join("; "))
+            };
             return ImageStatus::AuthFailed {
                 attempts,
                 problems: matching.problems,
-                anonymous: None,
+                anonymous,
                 api_unavailable: credentials.api_unavailable(),
+                unverifiable,
             };
         };
         let platforms = match (pod_platforms, found.platforms) {

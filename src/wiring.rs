@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use prometheus_client::registry::Registry;
 
-use crate::config::{ResolutionSettings, Settings};
+use crate::config::{NODE_IDENTITY_REGISTRIES, ResolutionSettings, Settings};
 use crate::credentials::{
-    CredentialSource, DockerConfig, KubeCredentialSource, KubeMetrics, LocalConfigError,
-    LocalDockerConfig, ManifestCredentials, local_credentials,
+    CredentialProviders, CredentialSource, DockerConfig, KubeCredentialSource, KubeMetrics,
+    LocalConfigError, LocalDockerConfig, ManifestCredentials, ProviderConfigError,
+    local_credentials,
 };
 use crate::registry::cache::disk::{CacheDirError, DiskCache};
 use crate::registry::cache::{CacheMetrics, CacheSettings, CachedResolver};
@@ -46,6 +47,9 @@ pub enum SetupError {
     /// The cache directory (`pullgate check --cache-dir`) cannot be created or read.
     #[error(transparent)]
     CacheDir(#[from] CacheDirError),
+    /// The credential provider configuration or a plugin is unusable.
+    #[error(transparent)]
+    Providers(#[from] ProviderConfigError),
 }
 
 /// A resolver, the handle that changes its node platforms and pull budgets, and its registry client.
@@ -73,6 +77,7 @@ pub fn serve(
         .map(node_credentials)
         .transpose()?;
     let kube_metrics = Arc::new(KubeMetrics::register(metrics));
+    let providers = providers(settings)?;
     let credentials = kube.map(|client| {
         Arc::new(KubeCredentialSource::new(
             client,
@@ -87,7 +92,8 @@ pub fn serve(
         node_credentials,
         &updates,
         metrics,
-    );
+    )
+    .with_node_identity(providers, node_identity_registries(settings));
     Ok(Wired {
         resolver,
         updates,
@@ -167,7 +173,8 @@ pub async fn check(
         node_credentials,
         &updates,
         metrics,
-    );
+    )
+    .with_node_identity(providers(settings)?, node_identity_registries(settings));
     Ok(CheckResolver {
         resolver,
         disk,
@@ -244,6 +251,24 @@ fn assemble(
         updates,
         resolve_settings(r),
     )
+}
+
+/// The credential provider plugins of the settings, checked now.
+fn providers(settings: &Settings) -> Result<Option<Arc<CredentialProviders>>, SetupError> {
+    let Some(p) = &settings.credential_providers else {
+        return Ok(None);
+    };
+    let providers = CredentialProviders::load(&p.config, &p.bin_dir, p.timeout())?;
+    Ok(Some(Arc::new(providers)))
+}
+
+/// The built-in node-identity registries and the settings' own.
+fn node_identity_registries(settings: &Settings) -> Vec<String> {
+    NODE_IDENTITY_REGISTRIES
+        .iter()
+        .map(|p| (*p).to_owned())
+        .chain(settings.node_authenticated_registries.iter().cloned())
+        .collect()
 }
 
 /// The cache lifetimes of the settings.

@@ -64,7 +64,7 @@ fn split_host_port(host: &str) -> (Vec<&str>, &str) {
 }
 
 /// kubelet's `URLsMatchStr(glob, target)`.
-fn urls_match(glob: &str, target: &str) -> bool {
+pub(super) fn urls_match(glob: &str, target: &str) -> bool {
     let (Some((glob_host, glob_path)), Some((target_host, target_path))) =
         (split_url(glob), split_url(target))
     else {

@@ -246,4 +246,42 @@ impl CredentialSource for KubeCredentialSource {
     ) -> BoxFuture<'a, Result<Option<ServiceAccount>, ApiError>> {
         Box::pin(self.get(&self.service_accounts, namespace, name))
     }
+
+    fn service_account_token<'a>(
+        &'a self,
+        namespace: &'a str,
+        name: &'a str,
+        audience: &'a str,
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(async move {
+            use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+            let api: kube::Api<ServiceAccount> =
+                kube::Api::namespaced(self.client.clone(), namespace);
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: vec![audience.to_owned()],
+                    // Short-lived: a plugin exchanges it at once.
+                    expiration_seconds: Some(600),
+                    bound_object_ref: None,
+                },
+                ..TokenRequest::default()
+            };
+            let answer = tokio::time::timeout(
+                self.timeout,
+                api.create_token_request(name, &kube::api::PostParams::default(), &request),
+            )
+            .await
+            .map_err(|_| ApiError::Timeout {
+                after: self.timeout,
+            })?
+            .map_err(ApiError::from)?;
+            answer
+                .status
+                .map(|status| status.token)
+                .filter(|token| !token.is_empty())
+                .ok_or_else(|| ApiError::InvalidResponse {
+                    reason: "the TokenRequest answer holds no token".into(),
+                })
+        })
+    }
 }

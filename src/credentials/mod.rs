@@ -24,6 +24,7 @@ mod keyring;
 mod kube;
 mod local;
 mod manifest;
+mod providers;
 #[cfg(test)]
 mod tests;
 
@@ -35,6 +36,14 @@ pub use self::local::{
     local_credentials,
 };
 pub use self::manifest::ManifestCredentials;
+
+/// Whether a kubelet `matchImages` glob (or keyring key) matches an image name, by keyring rules.
+pub fn keyring_matches(pattern: &str, name: &str) -> bool {
+    keyring::urls_match(pattern, name)
+}
+pub use self::providers::{
+    Asker, CredentialProviders, ProviderConfigError, ProviderCredentials, parse_go_duration,
+};
 
 /// Secret type (and its data key) of a `config.json`-layout pull secret.
 const DOCKER_CONFIG_JSON: (&str, &str) = ("kubernetes.io/dockerconfigjson", ".dockerconfigjson");
@@ -122,6 +131,20 @@ pub trait CredentialSource: Send + Sync {
         namespace: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Option<ServiceAccount>, ApiError>>;
+    /// A token of the ServiceAccount for `audience` (the TokenRequest API), for credential provider
+    /// plugins that ask for one. Sources without an API have none.
+    fn service_account_token<'a>(
+        &'a self,
+        _namespace: &'a str,
+        _name: &'a str,
+        _audience: &'a str,
+    ) -> BoxFuture<'a, Result<String, ApiError>> {
+        Box::pin(async {
+            Err(ApiError::Unreachable {
+                reason: "no Kubernetes API to request a ServiceAccount token from".into(),
+            })
+        })
+    }
 }
 
 /// A referenced secret that loaded and parsed.
@@ -137,6 +160,8 @@ struct LoadedSecret {
 #[derive(Debug, Clone)]
 pub struct PodCredentials {
     namespace: String,
+    /// The ServiceAccount the pod runs as.
+    service_account: String,
     secrets: Vec<LoadedSecret>,
     problems: Vec<SecretProblem>,
     node: Option<DockerConfig>,
@@ -163,8 +188,15 @@ impl PodCredentials {
         spec: &PodSpec,
         node: Option<&DockerConfig>,
     ) -> Self {
+        let account_name = spec
+            .service_account_name
+            .as_deref()
+            .or(spec.service_account.as_deref())
+            .filter(|name| !name.is_empty())
+            .unwrap_or(DEFAULT_SERVICE_ACCOUNT);
         let mut gathered = Self {
             namespace: namespace.to_owned(),
+            service_account: account_name.to_owned(),
             secrets: Vec::new(),
             problems: Vec::new(),
             node: node.cloned(),
@@ -173,12 +205,7 @@ impl PodCredentials {
         let mut names = secret_names(spec.image_pull_secrets.as_deref());
         let mut service_account = None;
         if names.is_empty() {
-            let account = spec
-                .service_account_name
-                .as_deref()
-                .or(spec.service_account.as_deref())
-                .filter(|name| !name.is_empty())
-                .unwrap_or(DEFAULT_SERVICE_ACCOUNT);
+            let account = account_name;
             let lookup = match source {
                 None => Err(NO_API.to_owned()),
                 Some(source) => (source.service_account(namespace, account).await)
@@ -295,6 +322,16 @@ impl PodCredentials {
             candidates,
             problems,
         }
+    }
+
+    /// The pod's namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// The ServiceAccount the pod runs as (`serviceAccountName`, else `default`).
+    pub fn service_account(&self) -> &str {
+        &self.service_account
     }
 
     /// True when some secret or the ServiceAccount could not be read (no API, RBAC, network):

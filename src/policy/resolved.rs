@@ -36,15 +36,26 @@ pub(super) fn check(
                 problems,
                 anonymous,
                 api_unavailable,
+                unverifiable,
             },
-        ) => Some(auth_failed(
-            image,
-            namespace,
-            attempts,
-            problems,
-            anonymous.as_ref(),
-            *api_unavailable,
-        )),
+        ) => {
+            let outcome = auth_failed(
+                image,
+                namespace,
+                attempts,
+                problems,
+                anonymous.as_ref(),
+                *api_unavailable,
+            );
+            Some(match unverifiable {
+                // The nodes may pull it with credentials pullgate could not get: a warning only.
+                Some(why) => Outcome::tentative(
+                    format!("not verified: {why} ({})", outcome.message),
+                    "give pullgate the credential provider the nodes use (settings credentialProviders), or an imagePullSecret".into(),
+                ),
+                None => outcome,
+            })
+        }
         (
             RuleId::PullSecretValid,
             ImageStatus::Found {
@@ -251,18 +262,26 @@ fn auth_failed(
         let secret = match &first.origin {
             CredentialOrigin::PodSecret { secret }
             | CredentialOrigin::ServiceAccountSecret { secret, .. } => secret.clone(),
-            CredentialOrigin::Node { .. } => "regcred".to_owned(),
+            CredentialOrigin::Node { .. } | CredentialOrigin::Provider { .. } => {
+                "regcred".to_owned()
+            }
         };
         let tried: Vec<String> = attempts.iter().map(|a| a.origin.to_string()).collect();
+        let fix = match &first.origin {
+            CredentialOrigin::Provider { name } => format!(
+                "check the cloud identity credential provider {name:?} uses: it must be allowed to pull {repository}; or add an imagePullSecret"
+            ),
+            _ => format!(
+                "update the secret: {} --dry-run=client -o yaml | kubectl apply -f -",
+                create_secret(&secret, registry, namespace)
+            ),
+        };
         return Outcome::new(
             format!(
                 "credentials from {} rejected by {registry} (401)",
                 tried.join(", ")
             ),
-            format!(
-                "update the secret: {} --dry-run=client -o yaml | kubectl apply -f -",
-                create_secret(&secret, registry, namespace)
-            ),
+            fix,
         );
     }
     if api_unavailable {

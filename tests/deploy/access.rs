@@ -20,9 +20,9 @@ pub fn check_rbac(r: &Rendered, pods: &Pods) -> bool {
         pods.spec.service_account_name, account.metadata.name,
         "pods run as the ServiceAccount"
     );
-    let role = r.one::<ClusterRole>();
+    let roles = r.all::<ClusterRole>();
     let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for rule in role.rules.iter().flatten() {
+    for rule in roles.iter().flat_map(|role| role.rules.iter().flatten()) {
         assert!(rule.non_resource_urls.is_none(), "no non-resource URLs");
         for group in rule.api_groups.iter().flatten() {
             for resource in rule.resources.iter().flatten() {
@@ -46,6 +46,8 @@ pub fn check_rbac(r: &Rendered, pods: &Pods) -> bool {
         let allowed: &[&str] = match resource.as_str() {
             "secrets" | "serviceaccounts" => &["get"],
             "nodes" => &["list"],
+            // Only for credential provider plugins with tokenAttributes (checked in providers.rs).
+            "serviceaccounts/token" => &["create"],
             other => panic!(
                 "{}: ClusterRole grants {other}, which the code never reads",
                 r.source
@@ -67,18 +69,23 @@ pub fn check_rbac(r: &Rendered, pods: &Pods) -> bool {
             "get {resource}"
         );
     }
-    let binding = r.one::<ClusterRoleBinding>();
-    assert_eq!(binding.role_ref.kind, "ClusterRole");
-    assert_eq!(Some(&binding.role_ref.name), role.metadata.name.as_ref());
-    let bound = binding.subjects.unwrap_or_default().iter().any(|s| {
-        s.kind == "ServiceAccount"
-            && Some(&s.name) == account.metadata.name.as_ref()
-            && s.namespace.as_deref() == Some(pods.namespace.as_str())
-    });
-    assert!(
-        bound,
-        "the ClusterRole is bound to the pods' ServiceAccount"
-    );
+    let bindings = r.all::<ClusterRoleBinding>();
+    for role in &roles {
+        let bound = bindings.iter().any(|binding| {
+            binding.role_ref.kind == "ClusterRole"
+                && Some(&binding.role_ref.name) == role.metadata.name.as_ref()
+                && binding.subjects.iter().flatten().any(|s| {
+                    s.kind == "ServiceAccount"
+                        && Some(&s.name) == account.metadata.name.as_ref()
+                        && s.namespace.as_deref() == Some(pods.namespace.as_str())
+                })
+        });
+        assert!(
+            bound,
+            "{}: ClusterRole {:?} is bound to the pods' ServiceAccount",
+            r.source, role.metadata.name
+        );
+    }
     granted.contains_key(&(String::new(), "nodes".to_owned()))
 }
 

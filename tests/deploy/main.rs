@@ -9,6 +9,7 @@
 mod access;
 mod invariants;
 mod pods;
+mod providers;
 mod render;
 
 use std::collections::BTreeSet;

@@ -81,6 +81,10 @@ impl FakeKube {
                 "/api/v1/namespaces/{namespace}/{resource}/{name}",
                 get(answer),
             )
+            .route(
+                "/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+                axum::routing::post(token_request),
+            )
             .with_state(Arc::clone(&shared));
         let handle = Handle::new();
         let server = axum_server::bind_rustls(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), tls)
@@ -269,6 +273,47 @@ async fn answer(
             )
         }
     }
+}
+
+/// `POST …/serviceaccounts/NAME/token`: a TokenRequest answered with the token
+/// `token-for-NAMESPACE-NAME-AUDIENCE` (404 when the account does not exist).
+async fn token_request(
+    State(shared): State<Shared>,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(request): Json<Value>,
+) -> Response {
+    let path = format!("/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token");
+    let exists = {
+        let mut objects = lock(&shared);
+        *objects.requests.entry(path).or_default() += 1;
+        objects.objects.contains_key(&(
+            namespace.clone(),
+            "serviceaccounts".to_owned(),
+            name.clone(),
+        ))
+    };
+    if !exists {
+        let message = format!("serviceaccounts \"{name}\" not found");
+        return status(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &message,
+            "serviceaccounts",
+            &name,
+        );
+    }
+    let audience = request["spec"]["audiences"][0]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    let mut answer = request;
+    answer["apiVersion"] = json!("authentication.k8s.io/v1");
+    answer["kind"] = json!("TokenRequest");
+    answer["status"] = json!({
+        "token": format!("token-for-{namespace}-{name}-{audience}"),
+        "expirationTimestamp": "2099-01-01T00:00:00Z",
+    });
+    (StatusCode::CREATED, Json(answer)).into_response()
 }
 
 /// A `Status` failure body as the apiserver writes it.

@@ -55,6 +55,15 @@ budget does not fit in the webhook timeout. */}}
 {{- define "pullgate.configYaml" -}}
 {{- $config := deepCopy (default dict .Values.config) }}
 {{- $_ := set $config "nodePlatformDiscovery" .Values.nodePlatformDiscovery.enabled }}
+{{- if .Values.credentialProviders.enabled }}
+{{- if not .Values.credentialProviders.config }}
+{{- fail "credentialProviders.enabled needs credentialProviders.config (kubelet's CredentialProviderConfig)" }}
+{{- end }}
+{{- if not .Values.credentialProviders.binVolume }}
+{{- fail "credentialProviders.enabled needs credentialProviders.binVolume (where the plugin binaries come from)" }}
+{{- end }}
+{{- $_ := set $config "credentialProviders" (dict "config" "/etc/pullgate/credential-providers/config/config.yaml" "binDir" "/etc/pullgate/credential-providers/bin" "timeoutSeconds" .Values.credentialProviders.timeoutSeconds) }}
+{{- end }}
 {{- $resolution := default dict (get $config "resolution") }}
 {{- $budget := 8.0 }}
 {{- if hasKey $resolution "budgetSeconds" }}
