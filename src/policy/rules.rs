@@ -136,7 +136,7 @@ pub(super) fn effective_pull_policy<'a>(image: &ImageRef, written: Option<&'a st
 fn pull_policy(image: &ImageRef, written: Option<&str>) -> Option<Outcome> {
     match effective_pull_policy(image, written) {
         "Never" => outcome(
-            "imagePullPolicy Never runs whatever the node has cached; it cannot be verified",
+            "imagePullPolicy Never runs whatever the node has cached; it cannot be verified (and from Kubernetes 1.35 a private image cached with other credentials does not start)",
             "use IfNotPresent with a pinned tag, or Always",
         ),
         "IfNotPresent" if image.is_latest() => outcome(
