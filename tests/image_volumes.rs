@@ -158,3 +158,38 @@ async fn an_update_of_only_the_volume_rechecks_only_the_volume() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn another_platform_in_a_volume_is_a_warning_not_a_denial() {
+    registry::install_crypto();
+    bounded(async {
+        let reg = registry_with_images().await;
+        registry::push_image(
+            &reg,
+            "demo/models",
+            "arm",
+            ImageKind::single(Platform::linux("arm64")),
+        )
+        .await
+        .expect("push");
+        let app = app(&settings_for(&[&reg]), None, shipped_policies());
+        // The node (linux/amd64 by default) mounts an arm64 single-platform image's files: it never
+        // executes them, so pullgate must not deny what the node does.
+        let response = admit(&app, &pod_review(spec(&reg, "arm"))).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        assert!(
+            warnings(&response).iter().any(|w| {
+                w.starts_with("spec.volumes[1].image.reference: [platform-supported]")
+                    && w.contains("single-platform image still mounts")
+            }),
+            "{response}"
+        );
+        // The same image as a container's would fail with exec format error: denied.
+        let mut as_container = spec(&reg, "v1");
+        as_container["containers"][0]["image"] = json!(format!("{}/demo/models:arm", reg.host()));
+        let denied = admit(&app, &pod_review(as_container)).await;
+        assert_eq!(denied["allowed"], false, "{denied}");
+        assert!(message(&denied).contains("exec format error"), "{denied}");
+    })
+    .await;
+}

@@ -28,7 +28,14 @@ pub(super) fn check(
                 platforms: Some(Ok(m)),
                 ..
             },
-        ) => platform(m, resolved.pod_platforms.as_ref()),
+        ) => {
+            let outcome = platform(m, resolved.pod_platforms.as_ref())?;
+            Some(if container.spec.image_path.contains(".volumes[") {
+                volume_platform(outcome)
+            } else {
+                outcome
+            })
+        }
         (
             RuleId::PullSecretValid,
             ImageStatus::AuthFailed {
@@ -223,6 +230,24 @@ fn platform(found: &PlatformMatch, pod: Option<&PodPlatforms>) -> Option<Outcome
             ))
         }
     }
+}
+
+/// An image volume's content is mounted, never executed: a single-platform image of another
+/// architecture still pulls and mounts (containerd checks the platform only of an index's entries), so
+/// a platform mismatch is a warning — pullgate does not tell here whether the image is an index.
+fn volume_platform(outcome: Outcome) -> Outcome {
+    if !outcome.definitive {
+        return outcome;
+    }
+    let message = outcome
+        .message
+        .replace(": the container would fail with exec format error", "");
+    Outcome::tentative(
+        format!(
+            "{message}: an index without it fails to pull; a single-platform image still mounts (its files are not executed)"
+        ),
+        "use an image built for the node's platform, or a multi-arch image".into(),
+    )
 }
 
 /// The `kubectl create secret` line for this registry.

@@ -1,8 +1,10 @@
 //! Shared helpers for the integration tests. Each test binary uses a different part of them.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod hostile;
 pub mod kube;
+pub mod provider;
 pub mod registry;
 pub mod scripted;
 pub mod webhook;

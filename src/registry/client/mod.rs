@@ -38,7 +38,7 @@ use super::classify::sanitize;
 use super::hosts::{Endpoint, RegistryHosts};
 use super::{Found, ImageResolver, RegistryMetrics, RequestCounter};
 use crate::credentials::Credential;
-use crate::facts::{Budget, ManifestDigest, ResolveError};
+use crate::facts::{Budget, FailureClass, ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
@@ -320,6 +320,7 @@ impl Client {
         let reference = reference(image);
         let mut last =
             ResolveError::Connect(format!("no endpoint configured for {}", image.registry()));
+        let mut telling: Option<ResolveError> = None;
         for conv in &conversations {
             let result = match op {
                 Op::Head => self.head(conv, &reference).await.map(|digest| Found {
@@ -332,11 +333,20 @@ impl Client {
                 Ok(found) => return Ok(found),
                 Err(error) => {
                     tracing::debug!(endpoint = %conv.endpoint.url(), %error, "endpoint failed");
+                    // A host that wanted credentials says more than one that could not be reached:
+                    // the first such answer is reported (a mirror asking for them, say, before an
+                    // upstream that is down).
+                    if telling.is_none() && error.class() == FailureClass::Auth {
+                        telling = Some(error.clone());
+                    }
                     last = error;
                 }
             }
         }
-        Err(last)
+        Err(match (telling, last.class()) {
+            (Some(auth), FailureClass::Unreachable | FailureClass::Tls) => auth,
+            (_, _) => last,
+        })
     }
 
     /// The pull budget `registry` publishes, read from an anonymous `HEAD` of `repository:latest` on its

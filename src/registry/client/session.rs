@@ -17,7 +17,7 @@ use crate::facts::{ResolveError, seconds};
 use crate::registry::RequestCounter;
 use crate::registry::budget;
 use crate::registry::classify::{self, sanitize};
-use crate::registry::hosts::{Endpoint, Scheme};
+use crate::registry::hosts::Endpoint;
 
 /// Per-entry lifetime of a cached token: until it expires.
 pub(super) struct TokenExpiry;
@@ -202,7 +202,9 @@ impl Client {
                         sanitize(&realm)
                     ))
                 })?;
-                let insecure = conv.endpoint.scheme == Scheme::Http;
+                // Plain HTTP to the registry (configured, or containerd's localhost fallback): a
+                // plain-HTTP token service there is no worse.
+                let insecure = answer.url.scheme() == "http";
                 let allowed = self.hosts.token_realms(conv.registry);
                 let may_send =
                     auth::may_send_credentials(&realm_url, &conv.endpoint.host, insecure, allowed);

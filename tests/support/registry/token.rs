@@ -116,11 +116,16 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_owned(), pass.to_owned()))
 }
 
-/// `repository:team/app:pull,push` -> `{"type", "name", "actions"}`.
+/// `repository:team/app:pull,push` -> `{"type", "name", "actions"}`. Repositories under `forbidden/`
+/// get no actions: the user authenticates but may not pull them (`insufficient_scope`).
 fn scope_claim(scope: &str) -> Option<Value> {
     let (kind, rest) = scope.split_once(':')?;
     let (name, actions) = rest.rsplit_once(':')?;
-    let actions: Vec<&str> = actions.split(',').filter(|a| !a.is_empty()).collect();
+    let actions: Vec<&str> = if name.starts_with("forbidden/") {
+        Vec::new()
+    } else {
+        actions.split(',').filter(|a| !a.is_empty()).collect()
+    };
     Some(json!({ "type": kind, "name": name, "actions": actions }))
 }
 
