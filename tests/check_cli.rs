@@ -206,3 +206,22 @@ fn ten_thousand_manifests_offline() {
     assert_eq!(report["summary"]["errors"], 0);
     assert!(elapsed < Duration::from_secs(120), "{elapsed:?}");
 }
+
+#[test]
+fn image_volumes_are_named_and_located_as_written() {
+    let manifest = "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: demo}\nspec:\n  containers: [{name: app, image: \"nginx:1.27\"}]\n  volumes:\n  - {name: m, image: {reference: \"r.example/models:latest\", pullPolicy: IfNotPresent}}\n";
+    let output = pullgate(&["--offline", "-f", "-"], manifest, &[]);
+    assert_eq!(code(&output), 1, "{}", text(&output.stderr));
+    let out = text(&output.stdout);
+    assert!(
+        out.contains(
+            r#"<stdin>:7: deny image volume "m" (image r.example/models:latest): [tag-not-latest]"#
+        ),
+        "{out}"
+    );
+    assert!(out.contains("set pullPolicy: Always"), "{out}");
+    assert!(
+        out.contains(r#"<stdin>:7: skipped image volume "m""#),
+        "{out}"
+    );
+}

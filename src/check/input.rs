@@ -350,17 +350,24 @@ fn parse_yaml_chunk(index: usize, chunk: &Chunk) -> Result<Document, DocumentErr
     }
 }
 
-/// Every `image` key with a scalar value in the text, with its line (`first_line` is the text's first).
-/// Handles block style (`image: x`, `- image: "x"`), flow style (`{name: a, image: x}`) and JSON
-/// (`"image": "x",`), several per line.
+/// The keys whose scalar values are image references: containers' `image`, image volumes' `reference`.
+const IMAGE_KEYS: [&str; 2] = ["image", "reference"];
+
+/// Every `image` (and image volume `reference`) key with a scalar value in the text, with its line
+/// (`first_line` is the text's first). Handles block style (`image: x`, `- image: "x"`), flow style
+/// (`{name: a, image: x}`) and JSON (`"image": "x",`), several per line.
 pub fn scan_images(text: &str, first_line: usize) -> Vec<ImageLine> {
     let mut found = Vec::new();
     for (i, line) in text.lines().enumerate() {
         let mut rest = line;
-        while let Some(at) = find_image_key(rest) {
+        while let Some((at, key)) = IMAGE_KEYS
+            .iter()
+            .filter_map(|key| find_key(rest, key).map(|at| (at, *key)))
+            .min()
+        {
             let after = &rest[at..];
-            let Some((value, consumed)) = scalar_after_key(after) else {
-                rest = &after["image".len()..];
+            let Some((value, consumed)) = scalar_after_key(after, key) else {
+                rest = &after[key.len()..];
                 continue;
             };
             found.push(ImageLine {
@@ -373,18 +380,18 @@ pub fn scan_images(text: &str, first_line: usize) -> Vec<ImageLine> {
     found
 }
 
-/// Byte offset of the next `image` key (bare or quoted) that starts a key: at the line start, or after
+/// Byte offset of the next `key` (bare or quoted) that starts a key: at the line start, or after
 /// `- `, `{`, `,`, a space, or a quote.
-fn find_image_key(text: &str) -> Option<usize> {
+fn find_key(text: &str, key: &str) -> Option<usize> {
     let mut from = 0;
-    while let Some(pos) = text[from..].find("image") {
+    while let Some(pos) = text[from..].find(key) {
         let at = from + pos;
         let before = text[..at].chars().next_back();
         let starts_key = matches!(
             before,
             None | Some(' ' | '\t' | '{' | ',' | '"' | '\'' | '-')
         );
-        let end = at + "image".len();
+        let end = at + key.len();
         let after = text[end..].trim_start_matches(['"', '\'']);
         if starts_key && after.trim_start_matches([' ', '\t']).starts_with(':') {
             return Some(at);
@@ -394,9 +401,9 @@ fn find_image_key(text: &str) -> Option<usize> {
     None
 }
 
-/// The scalar value after `image":` / `image:`, and how many bytes of `text` it took.
-fn scalar_after_key(text: &str) -> Option<(String, usize)> {
-    let after_key = text["image".len()..].trim_start_matches(['"', '\'']);
+/// The scalar value after `key":` / `key:`, and how many bytes of `text` it took.
+fn scalar_after_key(text: &str, key: &str) -> Option<(String, usize)> {
+    let after_key = text[key.len()..].trim_start_matches(['"', '\'']);
     let colon = after_key.find(':')?;
     let value_part = &after_key[colon + 1..];
     let leading = value_part.len() - value_part.trim_start().len();
@@ -428,6 +435,8 @@ fn scalar_after_key(text: &str) -> Option<(String, usize)> {
             let close = body.find('\'')?;
             (body[..close].to_owned(), close + 2)
         }
+        // A flow mapping or sequence is not a scalar (`image: {reference: x}`): its keys are scanned next.
+        '{' | '[' => return None,
         _ => {
             let end = value_text
                 .find([',', '}', ']', '#'])
@@ -459,6 +468,8 @@ mod tests {
     #[rstest]
     #[case::block("containers:\n- name: a\n  image: nginx:1.0\n", vec![(3, "nginx:1.0")])]
     #[case::dash("- image: nginx:1.0\n", vec![(1, "nginx:1.0")])]
+    #[case::volume_flow("- {name: m, image: {reference: \"r.io/m:1\"}}\n", vec![(1, "r.io/m:1")])]
+    #[case::volume_block("  image:\n    reference: r.io/m:1\n", vec![(2, "r.io/m:1")])]
     #[case::double_quoted("  image: \"r.io/a:1\"\n", vec![(1, "r.io/a:1")])]
     #[case::single_quoted("  image: 'r.io/a:1' # pinned\n", vec![(1, "r.io/a:1")])]
     #[case::comment("  image: r.io/a:1 # pinned\n", vec![(1, "r.io/a:1")])]

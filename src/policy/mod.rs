@@ -153,6 +153,15 @@ pub struct Finding {
     pub fix: String,
 }
 
+/// What holds the image at `image_path`, as messages name it: `container` or `image volume`.
+pub fn image_noun(image_path: &str) -> &'static str {
+    if image_path.contains(".volumes[") {
+        "image volume"
+    } else {
+        "container"
+    }
+}
+
 /// Longest warning Kubernetes passes through without truncating.
 pub const WARNING_MAX: usize = 256;
 /// Longest line of a denial message.
@@ -162,11 +171,7 @@ impl Finding {
     /// The line in a denial message: names the container, the image, the rule, the cause and the fix.
     /// At most [`DENY_LINE_MAX`] characters, without control characters.
     pub fn deny_line(&self) -> String {
-        let what = if self.image_path.contains(".volumes[") {
-            "image volume"
-        } else {
-            "container"
-        };
+        let what = image_noun(&self.image_path);
         let line = format!(
             "{what} {:?} (image {}): [{}] {} — {}",
             self.container, self.image, self.rule, self.message, self.fix

@@ -52,7 +52,15 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
     match config {
         RuleConfig::ImageReferenceValid | RuleConfig::Registry(_) => None,
         RuleConfig::TagNotLatest => tag_not_latest(image),
-        RuleConfig::PullPolicy => pull_policy(image, container.spec.pull_policy.as_deref()),
+        RuleConfig::PullPolicy => pull_policy(
+            image,
+            container.spec.pull_policy.as_deref(),
+            if container.spec.image_path.contains(".volumes[") {
+                "pullPolicy"
+            } else {
+                "imagePullPolicy"
+            },
+        ),
         RuleConfig::DigestPinned => image.digest().is_none().then(|| {
             Outcome::new(
                 "image is not pinned by digest".into(),
@@ -133,15 +141,18 @@ pub(super) fn effective_pull_policy<'a>(image: &ImageRef, written: Option<&'a st
     }
 }
 
-fn pull_policy(image: &ImageRef, written: Option<&str>) -> Option<Outcome> {
+/// `field` is how the manifest spells it: `imagePullPolicy` (containers) or `pullPolicy` (image volumes).
+fn pull_policy(image: &ImageRef, written: Option<&str>, field: &str) -> Option<Outcome> {
     match effective_pull_policy(image, written) {
         "Never" => outcome(
-            "imagePullPolicy Never runs whatever the node has cached; it cannot be verified (and from Kubernetes 1.35 a private image cached with other credentials does not start)",
+            format!(
+                "{field} Never runs whatever the node has cached; it cannot be verified (and from Kubernetes 1.35 a private image cached with other credentials does not start)"
+            ),
             "use IfNotPresent with a pinned tag, or Always",
         ),
         "IfNotPresent" if image.is_latest() => outcome(
             "IfNotPresent with a mutable tag lets nodes run stale copies",
-            "pin a version tag or digest, or set imagePullPolicy: Always",
+            format!("pin a version tag or digest, or set {field}: Always"),
         ),
         _ => None,
     }

@@ -284,7 +284,8 @@ pub fn summary_line(report: &Report) -> String {
 fn skipped_line(container: &ContainerReport) -> String {
     let rules: Vec<&str> = container.skipped.iter().map(|r| r.as_str()).collect();
     format!(
-        "container {:?} (image {}): [{}] not checked (--offline): these rules ask the image's registry",
+        "{} {:?} (image {}): [{}] not checked (--offline): these rules ask the image's registry",
+        crate::policy::image_noun(&container.image_path),
         container.name,
         container.image,
         rules.join(", "),
