@@ -16,6 +16,8 @@ pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
 
 /// All warnings of one response together stay under this many bytes (the apiserver truncates past 4 KiB).
 pub const WARNINGS_BUDGET: usize = 4000;
+/// A denial message stays under this many bytes; the rest is summarised in one line.
+pub const DENY_BUDGET: usize = 8000;
 
 /// Why a body is not a usable AdmissionReview request.
 #[derive(Debug, thiserror::Error)]
@@ -191,6 +193,7 @@ pub fn respond(req: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> Admi
         .with_action(Action::Deny)
         .map(policy::Finding::deny_line)
         .collect();
+    let lines = within(lines, DENY_BUDGET, "denials");
     let mut response = response.deny(lines.join("\n"));
     response.result.status = Some(StatusSummary::Failure);
     response.result.code = 403;
@@ -204,19 +207,25 @@ fn warnings(verdict: &Verdict) -> Vec<String> {
         .with_action(Action::Warn)
         .map(policy::Finding::warning_line)
         .collect();
+    within(all, WARNINGS_BUDGET, "warnings")
+}
+
+/// The first lines that fit in `budget` bytes, then one line saying how many `what` were left out.
+fn within(all: Vec<String>, budget: usize, what: &str) -> Vec<String> {
+    let total = all.len();
     let mut kept = Vec::new();
     let mut used = 0;
-    for (i, line) in all.iter().enumerate() {
-        let reserve = if i + 1 < all.len() { 64 } else { 0 };
-        if used + line.len() + reserve > WARNINGS_BUDGET {
+    for (i, line) in all.into_iter().enumerate() {
+        let reserve = if i + 1 < total { 64 } else { 0 };
+        if used + line.len() + reserve > budget {
             kept.push(format!(
-                "[pullgate] {} more warnings not shown; run `pullgate check` for all",
-                all.len() - i
+                "[pullgate] {} more {what} not shown; run `pullgate check` for all",
+                total - i
             ));
             break;
         }
         used += line.len();
-        kept.push(line.clone());
+        kept.push(line);
     }
     kept
 }
@@ -260,6 +269,39 @@ mod tests {
         assert_eq!(response.uid, "u1");
         assert!(!response.allowed);
         assert_eq!(response.result.code, 400);
+    }
+
+    #[test]
+    fn denials_are_summarised_past_the_budget() {
+        let finding = |i: usize| policy::Finding {
+            container: format!("c{i}"),
+            image: format!("r.example/app{i}"),
+            image_path: format!("spec.containers[{i}].image"),
+            rule: policy::RuleId::TagNotLatest,
+            action: Action::Deny,
+            message: "m".repeat(200),
+            fix: "f".into(),
+        };
+        let verdict = Verdict {
+            findings: (0..1000).map(finding).collect(),
+        };
+        let review: AdmissionReview<DynamicObject> = serde_json::from_value(serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                "resource": {"group": "", "version": "v1", "resource": "pods"},
+                "operation": "CREATE", "userInfo": {}}
+        }))
+        .expect("review");
+        let request: AdmissionRequest<DynamicObject> = review.try_into().expect("request");
+        let response = respond(&request, &verdict);
+        let message = &response.result.message;
+        assert!(message.len() <= DENY_BUDGET + 100, "{}", message.len());
+        assert!(
+            message.ends_with("more denials not shown; run `pullgate check` for all"),
+            "{}",
+            &message[message.len() - 120..]
+        );
+        assert!(message.starts_with("container \"c0\""), "{message}");
     }
 
     #[test]

@@ -336,17 +336,17 @@ impl Settings {
             serde_saphyr::from_str_with_options(text, crate::yaml::options()).map_err(|e| {
                 ConfigError::Yaml {
                     file: file.to_owned(),
-                    reason: e.to_string(),
+                    reason: crate::yaml::describe(&e, 0),
                 }
             })?;
         if value.is_null() {
             return Ok(Self::default());
         }
         let settings: Self =
-            serde_path_to_error::deserialize(&value).map_err(|e| ConfigError::Invalid {
+            crate::yaml::typed(&value).map_err(|(key, reason)| ConfigError::Invalid {
                 file: file.to_owned(),
-                key: e.path().to_string(),
-                reason: e.into_inner().to_string(),
+                key,
+                reason,
             })?;
         let invalid = |key: &str, reason: &str| ConfigError::Invalid {
             file: file.to_owned(),

@@ -2,12 +2,14 @@
 //! what the policies' [`plan`](policy::plan) needs, [`policy::evaluate`], a [`Decision`] out. Without a
 //! resolver only the static rules run and the plan says which registry rules were skipped.
 
+use std::collections::HashSet;
+
 use k8s_openapi::api::core::v1::PodSpec;
 
 use crate::facts::{ContainerFacts, Facts, Resolved};
 use crate::policy::{self, PolicySet, RuleId, Verdict};
 use crate::resolve::Resolver;
-use crate::workload::Workload;
+use crate::workload::{ContainerList, Workload};
 
 /// What one object asks to be checked: the policy's facts and the pod spec they came from.
 #[derive(Debug, Clone)]
@@ -25,12 +27,12 @@ impl Subject {
     pub fn new(workload: Workload, namespace: String, previous: Option<&Workload>) -> Self {
         let mut containers = workload.containers();
         if let Some(old) = previous.filter(|old| !workload.pull_context_changed(old)) {
-            let before = old.containers();
-            containers.retain(|c| {
-                !before
-                    .iter()
-                    .any(|b| b.list == c.list && b.name == c.name && b.image == c.image)
-            });
+            let before: HashSet<(ContainerList, String, String)> = old
+                .containers()
+                .into_iter()
+                .map(|b| (b.list, b.name, b.image))
+                .collect();
+            containers.retain(|c| !before.contains(&(c.list, c.name.clone(), c.image.clone())));
         }
         Self {
             facts: Facts {

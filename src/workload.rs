@@ -124,9 +124,31 @@ pub struct Workload {
     pub spec: PodSpec,
 }
 
+/// Most containers, init and ephemeral containers and image volumes one object may have: far above any
+/// real pod (the apiserver's 1.5 MB object limit allows about 20,000 minimal ones), low enough that one
+/// object can never cost a noticeable share of an admission's time.
+pub const MAX_CONTAINERS: usize = 1000;
+/// Longest object, namespace or container name Kubernetes accepts (a DNS subdomain).
+pub const MAX_NAME: usize = 253;
+/// Longest image reference accepted; longer ones are invalid (and never echoed).
+pub const MAX_IMAGE: usize = 4096;
+
 /// Why an object could not be read as its kind.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
+    /// More containers (of all lists, with image volumes) than [`MAX_CONTAINERS`].
+    #[error(
+        "{kind} has {count} containers and image volumes; pullgate checks at most {MAX_CONTAINERS} per object (no real pod comes near): split it"
+    )]
+    TooManyContainers { kind: WorkloadKind, count: usize },
+    /// A name longer than Kubernetes allows: said by its length, never echoed.
+    #[error("{field} is {length} characters long; Kubernetes names have at most {MAX_NAME}")]
+    NameTooLong { field: String, length: usize },
+    /// An image reference longer than [`MAX_IMAGE`]: said by its length, never echoed.
+    #[error(
+        "{field} is {length} bytes long; an image reference longer than {MAX_IMAGE} bytes is not valid"
+    )]
+    ImageTooLong { field: String, length: usize },
     /// The object has no pod spec where its kind puts one.
     #[error("{kind} has no pod spec at .{path}")]
     MissingSpec { kind: WorkloadKind, path: String },
@@ -152,6 +174,28 @@ impl Workload {
                 kind,
                 path: dotted.clone(),
             })?;
+        let list = |key: &str| spec_value.get(key).and_then(Value::as_array);
+        let image_volumes = list("volumes").map_or(0, |volumes| {
+            volumes.iter().filter(|v| v.get("image").is_some()).count()
+        });
+        let count = ["initContainers", "containers", "ephemeralContainers"]
+            .iter()
+            .filter_map(|key| list(key))
+            .map(Vec::len)
+            .sum::<usize>()
+            + image_volumes;
+        if count > MAX_CONTAINERS {
+            return Err(WorkloadError::TooManyContainers { kind, count });
+        }
+        for key in ["name", "generateName", "namespace"] {
+            let value = object.get("metadata").and_then(|m| m.get(key));
+            if let Some(length) = value.and_then(Value::as_str).map(|t| t.chars().count()) {
+                if length > MAX_NAME {
+                    let field = format!("metadata.{key}");
+                    return Err(WorkloadError::NameTooLong { field, length });
+                }
+            }
+        }
         let spec = <PodSpec as serde::Deserialize>::deserialize(spec_value).map_err(|source| {
             WorkloadError::InvalidSpec {
                 kind,
@@ -175,7 +219,7 @@ impl Workload {
                     .collect()
             })
             .unwrap_or_default();
-        Ok(Self {
+        let workload = Self {
             kind,
             namespace: text("namespace"),
             name: text("name")
@@ -183,7 +227,21 @@ impl Workload {
                 .unwrap_or_default(),
             labels,
             spec,
-        })
+        };
+        for container in workload.containers() {
+            let length = container.name.chars().count();
+            if length > MAX_NAME {
+                let field = container.image_path.replace(".image", ".name");
+                let field = field.replace(".name.reference", ".name");
+                return Err(WorkloadError::NameTooLong { field, length });
+            }
+            if container.image.len() > MAX_IMAGE {
+                let field = container.image_path;
+                let length = container.image.len();
+                return Err(WorkloadError::ImageTooLong { field, length });
+            }
+        }
+        Ok(workload)
     }
 
     /// Dotted prefix of the pod spec, as used in warnings (`spec.template.spec`).
@@ -355,6 +413,37 @@ mod tests {
                 .starts_with("Pod pod spec at .spec is not a valid PodSpec"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn too_many_containers_is_refused_before_reading_them() {
+        let containers: Vec<Value> = (0..MAX_CONTAINERS + 1)
+            .map(|i| json!({"name": format!("c{i}"), "image": "a:1"}))
+            .collect();
+        let object = json!({"spec": {"containers": containers}});
+        let err = Workload::from_object(WorkloadKind::Pod, &object).expect_err("too many");
+        assert_eq!(
+            err.to_string(),
+            "Pod has 1001 containers and image volumes; pullgate checks at most 1000 per object (no real pod comes near): split it"
+        );
+        let containers: Vec<Value> = (0..MAX_CONTAINERS)
+            .map(|i| json!({"name": format!("c{i}"), "image": "a:1"}))
+            .collect();
+        let object = json!({"spec": {"containers": containers}});
+        assert!(Workload::from_object(WorkloadKind::Pod, &object).is_ok());
+    }
+
+    #[rstest]
+    #[case::object_name(json!({"metadata": {"name": "n".repeat(100_000)}, "spec": {"containers": []}}), "metadata.name is 100000 characters long")]
+    #[case::namespace(json!({"metadata": {"name": "p", "namespace": "n".repeat(254)}, "spec": {"containers": []}}), "metadata.namespace is 254 characters long")]
+    #[case::container_name(json!({"spec": {"containers": [{"name": "c".repeat(300), "image": "a:1"}]}}), "spec.containers[0].name is 300 characters long")]
+    #[case::volume_name(json!({"spec": {"containers": [], "volumes": [{"name": "v".repeat(300), "image": {"reference": "a:1"}}]}}), "spec.volumes[0].name is 300 characters long")]
+    #[case::image(json!({"spec": {"containers": [{"name": "c", "image": format!("r.io/{}", "a".repeat(1 << 20))}]}}), "spec.containers[0].image is 1048581 bytes long")]
+    fn oversized_text_is_refused_by_length_without_echo(#[case] object: Value, #[case] said: &str) {
+        let err = Workload::from_object(WorkloadKind::Pod, &object).expect_err("too long");
+        let text = err.to_string();
+        assert!(text.starts_with(said), "{text}");
+        assert!(text.len() < 200, "never echoed: {} bytes", text.len());
     }
 
     #[test]

@@ -429,29 +429,42 @@ async fn health_and_readiness() {
     }
 }
 
-#[tokio::test]
-async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
+/// A policy directory holding the shipped policy, and a store that reloads it.
+fn reloading_store() -> (tempfile::TempDir, Arc<PolicyStore>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/default.yaml");
     std::fs::copy(&shipped, dir.path().join("default.yaml")).expect("copy");
     let store = Arc::new(PolicyStore::load(dir.path()).expect("valid"));
-    let app = || {
-        router(AppState {
-            policies: store.clone(),
-            resolver: None,
-            max_request_bytes: 1 << 20,
-            metrics: Arc::new(Metrics::new(pullgate::telemetry::metrics_registry())),
-        })
-    };
-    std::fs::write(dir.path().join("broken.yaml"), "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: b}\nspec: {rules: {tag-not-lates: {}}}\n").expect("write");
-    store.reload_if_changed();
-    let ready = app()
+    (dir, store)
+}
+
+fn reloading_app(store: &Arc<PolicyStore>) -> axum::Router {
+    router(AppState {
+        policies: store.clone(),
+        resolver: None,
+        max_request_bytes: 1 << 20,
+        metrics: Arc::new(Metrics::new(pullgate::telemetry::metrics_registry())),
+    })
+}
+
+/// `/readyz` must answer 503; its text.
+async fn readyz_refusal(app: axum::Router) -> String {
+    let ready = app
         .oneshot(Request::get("/readyz").body(Body::empty()).expect("builds"))
         .await
         .expect("answers");
     assert_eq!(ready.status(), StatusCode::SERVICE_UNAVAILABLE);
     let text = ready.into_body().collect().await.expect("reads").to_bytes();
-    let text = String::from_utf8_lossy(&text);
+    String::from_utf8_lossy(&text).into_owned()
+}
+
+#[tokio::test]
+async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
+    let (dir, store) = reloading_store();
+    let app = || reloading_app(&store);
+    std::fs::write(dir.path().join("broken.yaml"), "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: b}\nspec: {rules: {tag-not-lates: {}}}\n").expect("write");
+    store.reload_if_changed();
+    let text = readyz_refusal(app()).await;
     assert!(
         text.contains("broken.yaml: document 1: spec.rules.tag-not-lates"),
         "{text}"
@@ -465,4 +478,51 @@ async fn invalid_policy_change_keeps_the_last_good_set_and_turns_readyz_red() {
     std::fs::remove_file(dir.path().join("broken.yaml")).expect("remove");
     store.reload_if_changed();
     assert_eq!(store.error(), None);
+}
+
+#[tokio::test]
+async fn an_emptied_policy_file_keeps_the_last_good_set_and_turns_readyz_red() {
+    let (dir, store) = reloading_store();
+    let app = || reloading_app(&store);
+    for emptied in ["", "# all rules moved elsewhere\n", "---\n"] {
+        std::fs::write(dir.path().join("default.yaml"), emptied).expect("empty the file");
+        assert_eq!(store.reload_if_changed(), Some(false), "{emptied:?}");
+        let text = readyz_refusal(app()).await;
+        assert!(
+            text.contains("default.yaml: no policy document") && text.contains("action: off"),
+            "{text}"
+        );
+        // nginx:latest stays denied by the last good set.
+        let review =
+            serde_json::to_vec(&fixture("admissionreview-v1-pod-create-latest-denied.json"))
+                .expect("encodes");
+        let (_, answer) = post_bytes(app(), review).await;
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+    }
+}
+
+#[tokio::test]
+async fn oversized_objects_are_refused_with_a_short_clear_answer() {
+    let base = fixture("admissionreview-v1-pod-create-latest-denied.json");
+    let containers: Vec<Value> = (0..40_000)
+        .map(|i| serde_json::json!({"name": format!("c{i}"), "image": format!("r.example/app{i}")}))
+        .collect();
+    let mut crowded = base.clone();
+    crowded["request"]["object"]["spec"]["containers"] = Value::Array(containers);
+    let mut long_image = base.clone();
+    long_image["request"]["object"]["spec"]["containers"][0]["image"] =
+        Value::String(format!("r.example/{}", "a".repeat(1 << 20)));
+    for (review, said) in [
+        (
+            crowded,
+            "containers and image volumes; pullgate checks at most 1000 per object",
+        ),
+        (long_image, "spec.containers[0].image is 1048586 bytes long"),
+    ] {
+        let response = post(&review).await;
+        assert_eq!(response["allowed"], false, "{response}");
+        assert_eq!(response["status"]["code"], 400);
+        assert!(message(&response).contains(said), "{}", message(&response));
+        assert!(message(&response).len() < 300);
+    }
 }

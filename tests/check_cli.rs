@@ -225,3 +225,47 @@ fn image_volumes_are_named_and_located_as_written() {
         "{out}"
     );
 }
+
+#[test]
+fn oversized_documents_get_a_short_clear_error() {
+    let mut huge = String::from(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: demo}\nspec:\n  containers:\n",
+    );
+    for i in 0..20_000 {
+        huge.push_str(&format!(
+            "  - {{name: c{i}, image: \"r.example/app{i}\"}}\n"
+        ));
+    }
+    let long_name = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: {}}}\nspec:\n  template:\n    spec:\n      containers: [{{name: a, image: nginx}}]\n",
+        "n".repeat(100_000)
+    );
+    let mut bomb = String::from(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n",
+    );
+    for i in 1..12 {
+        let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+        bomb.push_str(&format!("a{i}: &a{i} [{refs}]\n"));
+    }
+    for (input, said) in [
+        (
+            huge,
+            "Pod demo/p: Pod has 20000 containers and image volumes; pullgate checks at most 1000 per object",
+        ),
+        (
+            long_name,
+            "metadata.name is 100000 characters long; Kubernetes names have at most 253",
+        ),
+        (bomb, "the document expands to more than 250000 values"),
+    ] {
+        let output = pullgate(&["--offline", "-o", "json", "-f", "-"], &input, &[]);
+        assert_eq!(code(&output), 2, "{}", text(&output.stderr));
+        let out = text(&output.stdout);
+        assert!(out.contains(said), "{}", &out[..out.len().min(2000)]);
+        assert!(
+            out.len() < 2_000,
+            "the input is never echoed: {} bytes",
+            out.len()
+        );
+    }
+}

@@ -36,6 +36,10 @@ pub const STDIN_NAME: &str = "<stdin>";
 
 /// Extensions read from directories (as `kubectl apply -f DIR`).
 const EXTENSIONS: [&str; 3] = ["yaml", "yml", "json"];
+/// Largest file (or standard input) `check` reads.
+pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
+/// Largest YAML document `check` parses.
+pub const MAX_DOCUMENT_BYTES: usize = 8 * 1024 * 1024;
 
 /// One file's text, or why it could not be had.
 #[derive(Debug)]
@@ -58,11 +62,9 @@ pub fn read_inputs(inputs: &[Input], recursive: bool, stdin: &mut dyn Read) -> V
             }),
             Input::Stdin => {
                 stdin_read = true;
-                let mut bytes = Vec::new();
-                let text = match stdin.read_to_end(&mut bytes) {
-                    Ok(_) => utf8(bytes),
-                    Err(e) => Err(format!("cannot read standard input: {e}")),
-                };
+                let text = read_capped(&mut *stdin)
+                    .map_err(|e| format!("cannot read standard input: {e}"))
+                    .and_then(utf8);
                 sources.push(SourceText {
                     name: STDIN_NAME.into(),
                     text,
@@ -87,7 +89,8 @@ fn read_path(path: &Path, recursive: bool, top: bool, sources: &mut Vec<SourceTe
         }
     };
     if !metadata.is_dir() {
-        let text = std::fs::read(path)
+        let text = std::fs::File::open(path)
+            .and_then(read_capped)
             .map_err(|e| format!("cannot read: {e}"))
             .and_then(utf8);
         sources.push(SourceText { name, text });
@@ -130,6 +133,24 @@ fn read_path(path: &Path, recursive: bool, top: bool, sources: &mut Vec<SourceTe
             )),
         });
     }
+}
+
+/// All of `reader`, or an error past [`MAX_FILE_BYTES`] (read no further than that).
+fn read_capped(reader: impl Read) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    reader
+        .take(MAX_FILE_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "larger than {} MiB, the most pullgate check reads from one input",
+                MAX_FILE_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(bytes)
 }
 
 fn has_manifest_extension(path: &Path) -> bool {
@@ -320,7 +341,19 @@ fn split_yaml(text: &str) -> Vec<Chunk> {
 }
 
 fn parse_yaml_chunk(index: usize, chunk: &Chunk) -> Result<Document, DocumentError> {
-    match serde_saphyr::from_str::<Value>(&chunk.text) {
+    if chunk.text.len() > MAX_DOCUMENT_BYTES {
+        return Err(DocumentError {
+            index,
+            line: chunk.content_line,
+            message: format!(
+                "the document is {} MiB; pullgate check reads documents of at most {} MiB (Kubernetes objects are at most 1.5 MB)",
+                chunk.text.len() / (1024 * 1024),
+                MAX_DOCUMENT_BYTES / (1024 * 1024)
+            ),
+        });
+    }
+    match serde_saphyr::from_str_with_options::<Value>(&chunk.text, crate::yaml::manifest_options())
+    {
         Ok(value) => Ok(Document {
             index,
             line: chunk.content_line,
@@ -328,23 +361,16 @@ fn parse_yaml_chunk(index: usize, chunk: &Chunk) -> Result<Document, DocumentErr
             images: scan_images(&chunk.text, chunk.first_line),
         }),
         Err(error) => {
-            let offset = (chunk.first_line - 1) as u64;
-            let options = serde_saphyr::render_options! {
-                snippets: serde_saphyr::SnippetMode::Off,
-                line_offset: offset,
-            };
+            let offset = chunk.first_line - 1;
             let line = error
                 .location()
-                .map(|l| l.line())
+                .map(|l| l.line() as usize)
                 .filter(|l| *l > 0)
-                .map_or(chunk.content_line, |l| (l + offset) as usize);
+                .map_or(chunk.content_line, |l| l + offset);
             Err(DocumentError {
                 index,
                 line,
-                message: format!(
-                    "not valid YAML: {}",
-                    error.render_with_options(options).trim()
-                ),
+                message: format!("not valid YAML: {}", crate::yaml::describe(&error, offset)),
             })
         }
     }

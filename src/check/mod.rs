@@ -19,7 +19,7 @@ mod input;
 mod objects;
 mod output;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
@@ -35,7 +35,7 @@ pub use output::{
 use crate::config::Settings;
 use crate::credentials::ManifestCredentials;
 use crate::engine::{self, Decision, Subject};
-use crate::policy::{self, LoadedPolicy, PolicyError, PolicySet, parse_file};
+use crate::policy::{self, Finding, LoadedPolicy, PolicyError, PolicySet, parse_file};
 use crate::resolve::Resolver;
 use crate::wiring::{self, RegistryAccess};
 use crate::workload::Workload;
@@ -288,6 +288,14 @@ fn object_report(entry: &objects::WorkloadEntry, checked: Checked) -> ObjectRepo
             verdict, skipped, ..
         },
     } = checked;
+    // Findings come grouped by container, in container order: one pass hands each its own.
+    let mut by_path: HashMap<String, Vec<Finding>> = HashMap::new();
+    for finding in verdict.findings {
+        by_path
+            .entry(finding.image_path.clone())
+            .or_default()
+            .push(finding);
+    }
     let containers = entry
         .workload
         .containers()
@@ -295,12 +303,7 @@ fn object_report(entry: &objects::WorkloadEntry, checked: Checked) -> ObjectRepo
         .zip(&entry.image_lines)
         .zip(skipped)
         .map(|((container, line), skipped)| ContainerReport {
-            findings: verdict
-                .findings
-                .iter()
-                .filter(|f| f.image_path == container.image_path)
-                .cloned()
-                .collect(),
+            findings: by_path.remove(&container.image_path).unwrap_or_default(),
             name: container.name,
             image: container.image,
             image_path: container.image_path,

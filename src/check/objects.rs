@@ -10,6 +10,7 @@ use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use serde_json::Value;
 
 use super::input::{Document, ImageLine, SourceText, parse_documents};
+use crate::facts::{printable, truncate_chars};
 use crate::workload::{Workload, WorkloadKind};
 
 /// A workload found in the input.
@@ -141,7 +142,8 @@ impl Manifests {
                 );
             }
         };
-        let text = |key: &str| object.get(key).and_then(Value::as_str).map(str::to_owned);
+        // Text from the object reaches messages: cut, never echoed whole.
+        let text = |key: &str| object.get(key).and_then(Value::as_str).map(echo);
         let (api_version, kind) = match (text("apiVersion"), text("kind"), inherited) {
             (Some(api_version), Some(kind), _) => (api_version, kind),
             (api_version, None, Some((list_api_version, list_kind))) => (
@@ -176,14 +178,15 @@ impl Manifests {
             .rsplit_once('/')
             .map_or("", |(group, _)| group)
             .to_owned();
-        let name = object_name(object);
-        let namespace = object
-            .get("metadata")
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or(cx.namespace)
-            .to_owned();
+        let name = echo(&object_name(object));
+        let namespace = echo(
+            object
+                .get("metadata")
+                .and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .filter(|ns| !ns.is_empty())
+                .unwrap_or(cx.namespace),
+        );
         if let Some(workload_kind) = WorkloadKind::from_group_kind(&group, &kind) {
             match Workload::from_object(workload_kind, &value) {
                 Ok(workload) => {
@@ -231,6 +234,14 @@ struct Context<'a> {
 /// Whether the object is a `List` or `<Kind>List` with an `items` sequence.
 fn is_list(kind: &str, object: &serde_json::Map<String, Value>) -> bool {
     kind.ends_with("List") && object.get("items").is_some_and(Value::is_array)
+}
+
+/// Longest piece of user text (kind, name, namespace) echoed in a message.
+const ECHO_MAX: usize = 256;
+
+/// User text as a message may quote it: printable and at most [`ECHO_MAX`] characters.
+fn echo(text: &str) -> String {
+    truncate_chars(&printable(text), ECHO_MAX)
 }
 
 fn object_name(object: &serde_json::Map<String, Value>) -> String {

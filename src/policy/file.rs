@@ -165,6 +165,17 @@ pub enum PolicyError {
         key: String,
         reason: String,
     },
+    /// A file with no policy document (empty, or only comments): refused, so that emptying a file never
+    /// silently turns every rule off. Rules are turned off with `action: off`.
+    #[error(
+        "{file}: no policy document (the file is empty or only comments); to turn rules off, set `action: off` in a policy"
+    )]
+    Empty { file: PathBuf },
+    /// The directory holds no policy file at all.
+    #[error(
+        "{dir}: no policy files (.yaml or .yml); pullgate needs at least one policy (rules are turned off with `action: off`)"
+    )]
+    NoPolicies { dir: PathBuf },
     /// Two documents share one `metadata.name`.
     #[error("{file}: metadata.name: policy name {name:?} is already used in {first}")]
     DuplicateName {
@@ -209,7 +220,7 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<PolicyDocument>, Policy
         serde_saphyr::from_multiple_with_options(text, crate::yaml::options()).map_err(|e| {
             PolicyError::Yaml {
                 file: file.to_owned(),
-                reason: e.to_string(),
+                reason: crate::yaml::describe(&e, 0),
             }
         })?;
     let mut documents = Vec::new();
@@ -223,10 +234,8 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<PolicyDocument>, Policy
             key: key.to_owned(),
             reason,
         };
-        let document: PolicyDocument = serde_path_to_error::deserialize(&value).map_err(|e| {
-            let key = e.path().to_string();
-            invalid(&key, e.into_inner().to_string())
-        })?;
+        let document: PolicyDocument =
+            crate::yaml::typed(&value).map_err(|(key, reason)| invalid(&key, reason))?;
         if document.api_version != API_VERSION {
             return Err(invalid(
                 "apiVersion",
@@ -265,7 +274,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedPolicy>, PolicyError> {
             file: file.clone(),
             source,
         })?;
-        for document in parse_file(&file, &text)? {
+        let documents = parse_file(&file, &text)?;
+        if documents.is_empty() {
+            return Err(PolicyError::Empty { file });
+        }
+        for document in documents {
             if let Some(first) = loaded
                 .iter()
                 .find(|p| p.document.metadata.name == document.metadata.name)
@@ -281,6 +294,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<LoadedPolicy>, PolicyError> {
                 document,
             });
         }
+    }
+    if loaded.is_empty() {
+        return Err(PolicyError::NoPolicies {
+            dir: dir.to_owned(),
+        });
     }
     Ok(loaded)
 }
@@ -360,6 +378,26 @@ spec:
         GOOD.replace("[kube-system]", "[\"\"]"),
         "spec.exclude.namespaces[0]",
         "pattern is empty"
+    )]
+    #[case::metadata_as_a_list(
+        GOOD.replace("metadata: {name: default}", "metadata: [seqname]"),
+        "metadata",
+        "expected a mapping"
+    )]
+    #[case::spec_as_a_list(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {name: p}\nspec: [{}, {namespaces: [team]}, {tag-not-latest: [off]}]\n".to_owned(),
+        "spec",
+        "expected a mapping"
+    )]
+    #[case::rule_as_a_list(
+        GOOD.replace("tag-not-latest: {action: deny}", "tag-not-latest: [off]"),
+        "spec.rules.tag-not-latest",
+        "expected a mapping"
+    )]
+    #[case::registry_allowed_as_a_list(
+        GOOD.replace("registry-allowed: {action: off, allow: [\"registry.example.com/*\"]}", "registry-allowed: [deny, [], ['docker.io/*']]"),
+        "spec.rules.registry-allowed",
+        "expected a mapping"
     )]
     fn invalid_documents_name_the_key(
         #[case] text: String,

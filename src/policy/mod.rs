@@ -426,13 +426,14 @@ pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
 /// When several policies report the same rule for the same container, the strictest action is kept.
 /// A rule that could not be sure (e.g. credentials not verifiable) warns even where it would deny.
 pub fn evaluate(facts: &Facts, resolved: &Resolved, policies: &PolicySet) -> Verdict {
-    let mut findings: Vec<Finding> = Vec::new();
+    // Findings per container (in `facts.containers` order), then by rule: linear in containers.
+    let mut per_container: Vec<Vec<Finding>> = vec![Vec::new(); facts.containers.len()];
     for policy in policies
         .policies
         .iter()
         .filter(|p| p.applies_to_object(facts))
     {
-        for container in &facts.containers {
+        for (container, findings) in facts.containers.iter().zip(per_container.iter_mut()) {
             if !policy.applies_to_image(&container.scope_name()) {
                 continue;
             }
@@ -460,26 +461,24 @@ pub fn evaluate(facts: &Facts, resolved: &Resolved, policies: &PolicySet) -> Ver
                     message: outcome.message,
                     fix: outcome.fix,
                 };
-                merge(&mut findings, finding);
+                merge(findings, finding);
             }
         }
     }
-    let order = |f: &Finding| {
-        facts
-            .containers
-            .iter()
-            .position(|c| c.spec.image_path == f.image_path)
-    };
-    findings.sort_by_key(|f| (order(f), f.rule));
+    let findings = per_container
+        .into_iter()
+        .flat_map(|mut findings| {
+            findings.sort_by_key(|f| f.rule);
+            findings
+        })
+        .collect();
     Verdict { findings }
 }
 
-/// Add a finding, or make an existing one for the same container and rule stricter.
+/// Add a finding to one container's, or make an existing one for the same rule stricter. A container has
+/// at most one finding per rule, so the scan is short.
 fn merge(findings: &mut Vec<Finding>, finding: Finding) {
-    match findings
-        .iter_mut()
-        .find(|f| f.image_path == finding.image_path && f.rule == finding.rule)
-    {
+    match findings.iter_mut().find(|f| f.rule == finding.rule) {
         Some(existing) if finding.action > existing.action => *existing = finding,
         Some(_) => {}
         None => findings.push(finding),
