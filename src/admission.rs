@@ -43,6 +43,12 @@ pub enum ReviewError {
     /// The body is larger than the configured limit.
     #[error("request body is larger than the {limit}-byte limit")]
     TooLarge { limit: usize },
+    /// The body did not arrive within the read timeout.
+    #[error("request body did not arrive within {seconds} s")]
+    Slow { seconds: u64 },
+    /// Too many large bodies are being received at once.
+    #[error("too many large request bodies are being received at once; retry")]
+    Busy,
 }
 
 /// A request that decoded but cannot be checked.
@@ -237,6 +243,8 @@ pub fn reject(bad: &BadReview) -> AdmissionResponse {
     response.uid = bad.uid.clone().unwrap_or_default();
     response.result.code = match bad.error {
         ReviewError::TooLarge { .. } => 413,
+        ReviewError::Slow { .. } => 408,
+        ReviewError::Busy => 503,
         _ => 400,
     };
     response

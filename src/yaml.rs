@@ -29,6 +29,8 @@ pub fn options() -> serde_saphyr::Options {
     let mut options = manifest_options();
     options.strict_booleans = true;
     options.reject_unsupported_tags = true;
+    // `.nan`/`.inf` stay text, so the typed reading refuses them naming the key.
+    options.non_finite_float_policy = serde_saphyr::options::NonFiniteFloatPolicy::AsString;
     options
 }
 

@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use pullgate::policy::PolicySet;
-use pullgate::server::{AppState, Metrics, PolicyStore, router};
+use pullgate::server::{AppState, BodyLimits, Metrics, PolicyStore, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -24,7 +24,7 @@ fn app() -> axum::Router {
         policies: shipped_policies(),
         // Static rules only: these fixtures name public images, and tests stay on loopback.
         resolver: None,
-        max_request_bytes: 8 * 1024 * 1024,
+        body: BodyLimits::new(8 * 1024 * 1024, std::time::Duration::from_secs(10)),
         metrics: Arc::new(Metrics::new(pullgate::telemetry::metrics_registry())),
     })
 }
@@ -442,7 +442,7 @@ fn reloading_app(store: &Arc<PolicyStore>) -> axum::Router {
     router(AppState {
         policies: store.clone(),
         resolver: None,
-        max_request_bytes: 1 << 20,
+        body: BodyLimits::new(1 << 20, std::time::Duration::from_secs(10)),
         metrics: Arc::new(Metrics::new(pullgate::telemetry::metrics_registry())),
     })
 }

@@ -6,11 +6,12 @@
 
 mod support;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::hostile::{self, Hit, answer};
+use support::process::{Process, free_port};
 use support::registry;
 use support::webhook::{bounded, one_container, pod_review};
 
@@ -18,30 +19,16 @@ use support::webhook::{bounded, one_container, pod_review};
 const PEAK_LIMIT_MIB: f64 = 256.0;
 
 struct Serve {
-    child: Child,
+    process: Process,
     url: String,
     client: reqwest::Client,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Serve {
     /// Peak resident set so far, in MiB.
     fn peak_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .expect("process status");
-        let kib: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM");
-        kib / 1024.0
+        self.process.status_kib("VmHWM:") as f64 / 1024.0
     }
 }
 
@@ -61,11 +48,7 @@ async fn serve(server: &hostile::Server) -> Serve {
         ),
     )
     .expect("config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
+    let port = free_port();
     let certs = dir.path().join("certs");
     let child = Command::new(env!("CARGO_BIN_EXE_pullgate"))
         .args(["serve", "--kube-api", "off", "--listen"])
@@ -82,7 +65,7 @@ async fn serve(server: &hostile::Server) -> Serve {
         .expect("pullgate serve starts");
     let url = format!("https://127.0.0.1:{port}");
     let mut serve = Serve {
-        child,
+        process: Process(child),
         url,
         client: reqwest::Client::new(),
         _dir: dir,

@@ -142,7 +142,8 @@ pub fn parse_go_duration(text: &str) -> Option<Duration> {
         total += number * seconds;
         rest = &rest[unit_end..];
     }
-    Some(Duration::from_secs_f64(total))
+    // A plugin may answer any number: an overflowing one is no duration (never a panic).
+    Duration::try_from_secs_f64(total).ok()
 }
 
 /// The plugin's answer.
@@ -577,6 +578,7 @@ mod tests {
     #[case("10", None)]
     #[case("5 minutes", None)]
     #[case("", None)]
+    #[case("99999999999999999999999h", None)]
     fn go_durations(#[case] text: &str, #[case] seconds: Option<u64>) {
         assert_eq!(parse_go_duration(text).map(|d| d.as_secs()), seconds);
     }

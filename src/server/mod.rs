@@ -3,6 +3,8 @@
 //! rustls, and runs the background tasks: policy and certificate reloads, node platform discovery and
 //! pull-budget probes. [`run`] drains in-flight requests on shutdown.
 
+mod body;
+mod connections;
 mod metrics;
 pub mod nodes;
 pub mod probes;
@@ -19,6 +21,7 @@ use anyhow::Context;
 use axum_server::Handle;
 use axum_server::tls_rustls::RustlsConfig;
 
+pub use body::BodyLimits;
 pub use metrics::Metrics;
 pub use reload::PolicyStore;
 pub use router::{AppState, router};
@@ -135,18 +138,35 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let state = AppState {
         policies: policies.clone(),
         resolver: Some(Arc::new(wired.resolver)),
-        max_request_bytes: server_settings.max_request_bytes,
+        body: BodyLimits::new(
+            server_settings.max_request_bytes,
+            server_settings.body_read_timeout(),
+        ),
         metrics: metrics.clone(),
     };
-    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config.clone())
+    let open_files = connections::raise_open_file_limit();
+    tracing::debug!(?open_files, "open-file limit");
+    let tls_acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config.clone())
         .handshake_timeout(server_settings.handshake_timeout());
+    let acceptor = connections::Guarded::new(
+        tls_acceptor,
+        connections::fit_to_open_files(server_settings.max_connections, open_files),
+        server_settings.idle_timeout(),
+    );
     let mut server = axum_server::bind(listen)
         .acceptor(acceptor)
-        .handle(handle.clone());
+        .handle(handle.clone())
+        .first_request_timeout(server_settings.header_read_timeout());
     server
         .http_builder()
         .http1()
         .header_read_timeout(server_settings.header_read_timeout());
+    server
+        .http_builder()
+        .http2()
+        .max_concurrent_streams(server_settings.http2_max_concurrent_streams)
+        .keep_alive_interval(server_settings.http2_keepalive_interval())
+        .keep_alive_timeout(Duration::from_secs(10));
     let app = router(state);
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
     let addr = handle

@@ -6,16 +6,16 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use axum_server::ConnectionShutdown;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
 use tracing::Instrument;
 
+use super::body::{self, BodyLimits};
 use super::metrics::Metrics;
 use super::reload::PolicyStore;
 use crate::admission::{self, BadReview, ReviewError};
@@ -29,7 +29,8 @@ pub struct AppState {
     pub policies: Arc<PolicyStore>,
     /// Registry resolution; `None` runs the static rules only.
     pub resolver: Option<Arc<Resolver>>,
-    pub max_request_bytes: usize,
+    /// Limits on request bodies (size, time, shared memory).
+    pub body: BodyLimits,
     pub metrics: Arc<Metrics>,
 }
 
@@ -81,11 +82,11 @@ fn review_response(status: StatusCode, response: AdmissionResponse) -> Response 
 /// verdict; a body that is not an AdmissionReview gets 400 (413 when too large) with `allowed: false` and
 /// the reason, so a misconfigured caller sees why and the apiserver applies its `failurePolicy`.
 async fn validate(State(state): State<AppState>, request: axum::extract::Request) -> Response {
-    let bytes = match read_body(request, state.max_request_bytes).await {
-        Ok(bytes) => bytes,
+    let body = match read_body(request, &state.body).await {
+        Ok(body) => body,
         Err((status, bad)) => return review_response(status, admission::reject(&bad)),
     };
-    let request = match admission::decode(&bytes) {
+    let request = match admission::decode(&body.bytes) {
         Ok(request) => request,
         Err(bad) => {
             state.metrics.invalid_review();
@@ -123,36 +124,34 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
     .await
 }
 
-/// The body, read within `limit` bytes; otherwise the status and the reason to answer with.
+/// The body, read within the limits; otherwise the status and the reason to answer with. A body too
+/// slow to arrive also closes its connection (gracefully: other HTTP/2 streams finish).
 async fn read_body(
     request: axum::extract::Request,
-    limit: usize,
-) -> Result<Bytes, (StatusCode, BadReview)> {
-    let too_large = || {
-        let error = ReviewError::TooLarge { limit };
-        (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            BadReview { uid: None, error },
-        )
-    };
+    limits: &BodyLimits,
+) -> Result<body::ReadBody, (StatusCode, BadReview)> {
     let declared = request
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let body: Body = request.into_body();
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<LengthLimitError>() => Err(too_large()),
-        Err(error) => {
-            let error =
-                ReviewError::InvalidRequest(format!("request body could not be read: {error}"));
-            Err((StatusCode::BAD_REQUEST, BadReview { uid: None, error }))
+    let connection = request.extensions().get::<ConnectionShutdown>().cloned();
+    let error = match body::read(request.into_body(), declared, limits).await {
+        Ok(read) => return Ok(read),
+        Err(error) => error,
+    };
+    let status = match error {
+        ReviewError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        ReviewError::Slow { .. } => {
+            if let Some(connection) = connection {
+                connection.graceful_shutdown();
+            }
+            StatusCode::REQUEST_TIMEOUT
         }
-    }
+        ReviewError::Busy => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    Err((status, BadReview { uid: None, error }))
 }
 
 /// Count the answered admission and write its one log line.

@@ -12,7 +12,7 @@ use pullgate::config::RegistrySettings;
 use pullgate::config::Settings;
 use pullgate::policy::PolicySet;
 use pullgate::resolve::Updates;
-use pullgate::server::{AppState, Metrics, PolicyStore, router};
+use pullgate::server::{AppState, BodyLimits, Metrics, PolicyStore, router};
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -101,7 +101,7 @@ pub fn router_for(
     router(AppState {
         policies: Arc::new(PolicyStore::fixed(policies)),
         resolver: Some(Arc::new(resolver)),
-        max_request_bytes: 8 << 20,
+        body: BodyLimits::new(8 << 20, std::time::Duration::from_secs(10)),
         metrics,
     })
 }

@@ -1,6 +1,8 @@
 //! Settings: the optional `--config` YAML file, validated at start-up with the file and key in each error,
 //! and the resolved configuration `serve` runs with.
 
+mod limits;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -284,6 +286,16 @@ pub struct ServerSettings {
     pub reload_interval_seconds: u64,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
+    /// How long a client may take to send the whole request body (slow bodies are cut).
+    pub body_read_timeout_seconds: u64,
+    /// An open connection with no request in flight is closed after this (keep-alive and HTTP/2).
+    pub idle_timeout_seconds: u64,
+    /// Connections open at once; new ones beyond are closed at once, so file descriptors never run out.
+    pub max_connections: usize,
+    /// Requests in flight on one HTTP/2 connection.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive pings this often; a peer that does not answer within 10 s is dropped.
+    pub http2_keepalive_interval_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -294,6 +306,11 @@ impl Default for ServerSettings {
             handshake_timeout_seconds: 10,
             reload_interval_seconds: 2,
             shutdown_grace_seconds: 25,
+            body_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            max_connections: 1000,
+            http2_max_concurrent_streams: 250,
+            http2_keepalive_interval_seconds: 20,
         }
     }
 }
@@ -348,40 +365,11 @@ impl Settings {
                 key,
                 reason,
             })?;
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid {
+        limits::check(&settings).map_err(|(key, reason)| ConfigError::Invalid {
             file: file.to_owned(),
-            key: key.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let s = &settings.server;
-        if s.max_request_bytes < 1024 {
-            return Err(invalid("server.maxRequestBytes", "must be at least 1024"));
-        }
-        for (key, value) in [
-            (
-                "server.headerReadTimeoutSeconds",
-                s.header_read_timeout_seconds,
-            ),
-            (
-                "server.handshakeTimeoutSeconds",
-                s.handshake_timeout_seconds,
-            ),
-            ("server.reloadIntervalSeconds", s.reload_interval_seconds),
-        ] {
-            if value == 0 {
-                return Err(invalid(key, "must be at least 1"));
-            }
-        }
-        let r = &settings.resolution;
-        for (key, value, least) in [
-            ("resolution.maxManifestBytes", r.max_manifest_bytes, 1024),
-            ("resolution.cacheMaxBytes", r.cache_max_bytes, 1024 * 1024),
-            ("resolution.maxIndexEntries", r.max_index_entries as u64, 1),
-        ] {
-            if value < least {
-                return Err(invalid(key, &format!("must be at least {least}")));
-            }
-        }
+            key,
+            reason,
+        })?;
         Ok(settings)
     }
 }
@@ -430,6 +418,15 @@ impl ServerSettings {
     }
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_seconds)
+    }
+    pub fn body_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_read_timeout_seconds)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_seconds)
+    }
+    pub fn http2_keepalive_interval(&self) -> Duration {
+        Duration::from_secs(self.http2_keepalive_interval_seconds)
     }
 }
 
