@@ -188,3 +188,54 @@ async fn too_many_requests_anywhere_is_rate_limited() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn registry_error_text_reaches_an_answer_only_from_a_configured_registry() {
+    registry::install_crypto();
+    bounded(async {
+        const SECRET: &str = "db_password=hunter2 host=10.1.2.3";
+        const BODY: &str =
+            r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"db_password=hunter2 host=10.1.2.3"}]}"#;
+        let server = hostile::start(
+            "127.0.0.1",
+            true,
+            answer(|hit, _| match hit.method.as_str() {
+                "HEAD" => hostile::status(500, SECRET),
+                _ => hostile::status(429, BODY),
+            }),
+        )
+        .await;
+        let ca = server.ca_path.clone().expect("TLS");
+        // Not in `registries:`: trusted for TLS through the nodes' certs.d only.
+        let hosts = tempfile::tempdir().expect("tempdir");
+        let dir = hosts.path().join(&server.host);
+        std::fs::create_dir_all(&dir).expect("hosts dir");
+        std::fs::write(
+            dir.join("hosts.toml"),
+            format!(
+                "[host.\"https://{}\"]\n  ca = {:?}\n",
+                server.host,
+                ca.display().to_string()
+            ),
+        )
+        .expect("hosts.toml");
+        let mut unconfigured = Settings::default();
+        support::webhook::allow_loopback(&mut unconfigured);
+        unconfigured.containerd_hosts_dir = Some(hosts.path().to_owned());
+        let mut configured = Settings::default();
+        reach(&mut configured, &server);
+        for (settings, quoted) in [(&unconfigured, false), (&configured, true)] {
+            let image = format!("{}/library/app:v1", server.host);
+            let (response, took) = admit_image(settings, &image).await;
+            warns(
+                &response,
+                took,
+                "rate-limited",
+                "rate limited (429): TOOMANYREQUESTS",
+            );
+            let text = response.to_string();
+            assert_eq!(text.contains("hunter2"), quoted, "{text}");
+        }
+    })
+    .await;
+}

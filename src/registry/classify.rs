@@ -3,8 +3,10 @@
 //! "error sending request", so the cause is read from the `source()` chain (refused, DNS, timeout,
 //! unknown CA, an address the network policy refused).
 //!
-//! Registry-supplied text never reaches a message raw: [`sanitize`] quotes it, escapes control characters
-//! (kube-apiserver drops a warning that has any) and caps it at 160 characters.
+//! Registry-supplied text never reaches a message raw: error bodies are reduced to their error codes
+//! (their message is quoted only for registries configured in `registries:`), and what is quoted goes
+//! through [`sanitize`]: quoted, control characters escaped (kube-apiserver drops a warning that has
+//! any), at most 160 characters.
 
 use std::error::Error as StdError;
 
@@ -37,11 +39,21 @@ struct EnvelopeError {
     message: String,
 }
 
-/// A registry's error answer: its status and (capped) body.
-pub fn status(status: u16, body: &[u8]) -> ResolveError {
+/// A registry's error answer: its status and (capped) body. What the registry said is reduced to its
+/// distribution error codes (`TOOMANYREQUESTS`, `DENIED`, …); its free-text message is quoted only for a
+/// `trusted` registry (one configured in `registries:`): another registry's text — which may carry
+/// internal details, or whatever its operator put there — never reaches the pod author.
+pub fn status(status: u16, body: &[u8], trusted: bool) -> ResolveError {
     let envelope: Envelope = serde_json::from_slice(body).unwrap_or_default();
     let has = |code: &str| envelope.errors.iter().any(|e| e.code == code);
     let detail = || {
+        let codes: Vec<&str> = envelope
+            .errors
+            .iter()
+            .map(|e| e.code.as_str())
+            .filter(|c| is_error_code(c))
+            .take(3)
+            .collect();
         let message = envelope
             .errors
             .iter()
@@ -49,11 +61,12 @@ pub fn status(status: u16, body: &[u8]) -> ResolveError {
             .find(|m| !m.trim().is_empty())
             .map(str::to_owned)
             .unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
-        if message.trim().is_empty() {
-            String::new()
-        } else {
-            sanitize(&message)
-        }
+        let quoted = (trusted && !message.trim().is_empty()).then(|| sanitize(&message));
+        [Some(codes.join(", ")).filter(|c| !c.is_empty()), quoted]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(" ")
     };
     match status {
         404 if has("NAME_UNKNOWN") => ResolveError::NotFound(Missing::Repository),
@@ -68,6 +81,12 @@ pub fn status(status: u16, body: &[u8]) -> ResolveError {
         }
         status => ResolveError::Server { status },
     }
+}
+
+/// A distribution error code as the spec spells them (`MANIFEST_UNKNOWN`): upper-case letters and
+/// underscores, short. Anything else a registry puts in `code` is not repeated.
+fn is_error_code(code: &str) -> bool {
+    !code.is_empty() && code.len() <= 32 && code.chars().all(|c| c.is_ascii_uppercase() || c == '_')
 }
 
 /// An address the network policy refused, dialled as `role` ("registry", "token service", …).
@@ -176,19 +195,36 @@ mod tests {
     #[case::empty_404(404, "", ResolveError::NotFound(Missing::Manifest))]
     #[case::denied(403, r#"{"errors":[{"code":"DENIED","message":"denied"}]}"#, ResolveError::Denied)]
     #[case::unauthorized(401, r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#, ResolveError::Unauthorized)]
-    #[case::rate_limited(429, r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#, ResolveError::RateLimited("\"You have reached your pull rate limit.\"".into()))]
+    #[case::rate_limited(429, r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}"#, ResolveError::RateLimited("TOOMANYREQUESTS \"You have reached your pull rate limit.\"".into()))]
     #[case::plain_429(429, "slow down", ResolveError::RateLimited("\"slow down\"".into()))]
     #[case::bare_429(429, "", ResolveError::RateLimited(String::new()))]
     #[case::server_500(500, "{\"oops\":1}", ResolveError::Server { status: 500 })]
     #[case::http_to_https(400, "Client sent an HTTP request to an HTTPS server.", ResolveError::Tls("the registry serves HTTPS but was contacted over plain HTTP".into()))]
     fn registry_answers_are_classified(#[case] code: u16, #[case] body: &str, #[case] expected: ResolveError) {
-        assert_eq!(status(code, body.as_bytes()), expected);
+        assert_eq!(status(code, body.as_bytes(), true), expected);
+    }
+
+    #[rstest]
+    #[case::envelope(
+        r#"{"errors":[{"code":"TOOMANYREQUESTS","message":"db_password=hunter2 host=10.1.2.3"}]}"#,
+        "TOOMANYREQUESTS"
+    )]
+    #[case::odd_code(r#"{"errors":[{"code":"password=hunter2","message":"x"}]}"#, "")]
+    #[case::plain_body("internal: password=hunter2 at 10.1.2.3", "")]
+    fn an_unconfigured_registry_s_text_is_reduced_to_its_codes(
+        #[case] body: &str,
+        #[case] said: &str,
+    ) {
+        let ResolveError::RateLimited(detail) = status(429, body.as_bytes(), false) else {
+            panic!("429 is a rate limit");
+        };
+        assert_eq!(detail, said);
     }
 
     #[test]
     fn hostile_registry_text_is_capped_quoted_and_has_no_control_characters() {
         let huge = format!("{}\u{7}\r\n{}", "A".repeat(100), "B".repeat(100_000));
-        let ResolveError::RateLimited(detail) = status(429, huge.as_bytes()) else {
+        let ResolveError::RateLimited(detail) = status(429, huge.as_bytes(), true) else {
             panic!("429 is a rate limit");
         };
         assert!(

@@ -13,7 +13,7 @@ use futures::StreamExt;
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
 
-use super::super::classify::{self, sanitize};
+use super::super::classify;
 use super::super::net::{GuardedResolver, NetworkPolicy};
 use crate::facts::ResolveError;
 
@@ -184,8 +184,7 @@ impl Http {
             Some(url::Host::Domain(_)) => return Ok(()),
             None => {
                 return Err(ResolveError::InvalidResponse(format!(
-                    "{role} URL {} has no host",
-                    sanitize(url.as_str())
+                    "{role} URL has no host"
                 )));
             }
         };
@@ -265,16 +264,12 @@ impl Http {
                 )));
             }
             let next = url.join(&location).map_err(|_| {
-                ResolveError::InvalidResponse(format!(
-                    "redirect to an unusable location {}",
-                    sanitize(&location)
-                ))
+                ResolveError::InvalidResponse("redirect to an unusable location".into())
             })?;
             if !matches!(next.scheme(), "http" | "https") {
-                return Err(ResolveError::InvalidResponse(format!(
-                    "redirect to a {} URL refused",
-                    sanitize(next.scheme())
-                )));
+                return Err(ResolveError::InvalidResponse(
+                    "redirect to a URL that is not HTTP(S) refused".into(),
+                ));
             }
             if url.scheme() == "https" && next.scheme() == "http" {
                 return Err(ResolveError::Tls(

@@ -34,7 +34,6 @@ use self::http::{Answer, Http, Tls};
 use self::manifest::Manifest;
 use self::session::{Conversation, TokenExpiry};
 use super::budget::{self, BudgetSink};
-use super::classify::sanitize;
 use super::hosts::{Endpoint, RegistryHosts};
 use super::{Found, ImageResolver, RegistryMetrics, RequestCounter};
 use crate::credentials::Credential;
@@ -133,6 +132,7 @@ impl Client {
                 // (mirrors too), never a redirect target on another host.
                 credential,
                 requests,
+                trusted: self.hosts.is_configured(image.registry()),
             })
             .collect()
     }
@@ -161,7 +161,7 @@ impl Client {
                 None => Ok(self.get(conv, reference, false).await?.digest),
             },
             StatusCode::NOT_FOUND => Err(ResolveError::NotFound(crate::facts::Missing::Manifest)),
-            _ => Err(Self::failure(answer, sent).await),
+            _ => Err(Self::failure(answer, sent, conv.trusted).await),
         }
     }
 
@@ -205,7 +205,7 @@ impl Client {
             )
             .await?;
         if !answer.status.is_success() {
-            return Err(Self::failure(answer, sent).await);
+            return Err(Self::failure(answer, sent, conv.trusted).await);
         }
         let header = digest_header(&answer);
         let body = answer.body(self.limits.manifest_bytes, "manifest").await?;
@@ -257,10 +257,9 @@ impl Client {
                             .digest
                             .parse::<crate::image::Digest>()
                             .map_err(|_| {
-                                ResolveError::InvalidResponse(format!(
-                                    "an index entry has a bad digest {}",
-                                    sanitize(&entry.digest)
-                                ))
+                                ResolveError::InvalidResponse(
+                                    "an index entry has a digest that is not one".into(),
+                                )
                             })?
                             .to_string();
                         let (_, body) = self.fetch_manifest(conv, &digest).await?;
@@ -292,7 +291,7 @@ impl Client {
             .exchange(conv, Method::GET, url, None, "blob_get")
             .await?;
         if !answer.status.is_success() {
-            return Err(Self::failure(answer, sent).await);
+            return Err(Self::failure(answer, sent, conv.trusted).await);
         }
         let body = answer
             .body(manifest::MAX_CONFIG_BYTES, "image config")
@@ -372,6 +371,7 @@ impl Client {
             repository,
             credential: None,
             requests: &requests,
+            trusted: self.hosts.is_configured(registry),
         };
         let url = conv.url("manifests/latest")?;
         let (answer, _) = self

@@ -54,6 +54,8 @@ pub(super) struct Conversation<'a> {
     /// The credential, when it may go to this endpoint (the registry's own).
     pub(super) credential: Option<&'a Credential>,
     pub(super) requests: &'a RequestCounter,
+    /// The registry is configured in `registries:`: its error messages may be quoted.
+    pub(super) trusted: bool,
 }
 
 impl Conversation<'_> {
@@ -90,7 +92,7 @@ impl Client {
         let result = self.authorized(conv, method, url, accept).await;
         let failed = match &result {
             Ok((answer, _)) if !answer.status.is_success() => {
-                Some(classify::status(answer.status.as_u16(), b""))
+                Some(classify::status(answer.status.as_u16(), b"", conv.trusted))
             }
             _ => None,
         };
@@ -197,10 +199,7 @@ impl Client {
                     self.tokens.invalidate(&key).await;
                 }
                 let realm_url = Url::parse(&realm).map_err(|_| {
-                    ResolveError::TokenService(format!(
-                        "{} named by the registry is not a URL",
-                        sanitize(&realm)
-                    ))
+                    ResolveError::TokenService("realm named by the registry is not a URL".into())
                 })?;
                 // Plain HTTP to the registry (configured, or containerd's localhost fallback): a
                 // plain-HTTP token service there is no worse.
@@ -351,7 +350,7 @@ impl Client {
             StatusCode::FORBIDDEN => Err(ResolveError::Unauthorized),
             StatusCode::TOO_MANY_REQUESTS => {
                 let body = answer.error_body().await;
-                Err(classify::status(429, &body))
+                Err(classify::status(429, &body, conv.trusted))
             }
             status => Err(failed(format!("answered {}", status.as_u16()))),
         }
@@ -362,7 +361,7 @@ impl Client {
     }
 
     /// A failed answer as an error, in the light of what authorization it carried.
-    pub(super) async fn failure(answer: Answer, sent: Sent) -> ResolveError {
+    pub(super) async fn failure(answer: Answer, sent: Sent, trusted: bool) -> ResolveError {
         let insufficient = answer
             .headers
             .get(WWW_AUTHENTICATE)
@@ -373,7 +372,7 @@ impl Client {
             });
         let status = answer.status.as_u16();
         let body = answer.error_body().await;
-        match classify::status(status, &body) {
+        match classify::status(status, &body, trusted) {
             ResolveError::Unauthorized
                 if insufficient
                     && sent

@@ -151,6 +151,11 @@ impl RegistryHosts {
         self.token_realms.get(registry).map_or(&[], Vec::as_slice)
     }
 
+    /// The registry is configured in `registries:` (trusted: its error messages may be quoted).
+    pub fn is_configured(&self, registry: &str) -> bool {
+        self.configured.contains_key(registry)
+    }
+
     pub fn endpoints(&self, registry: &str) -> Vec<Endpoint> {
         if let Some(endpoints) = self.configured.get(registry) {
             return endpoints.clone();
