@@ -13,6 +13,7 @@
 //! - [`registry`], [`credentials`] and [`server`] are the only modules that touch the network.
 //! - [`engine::decide`] is the one pipeline; [`admission`] (serve) and [`check`] both call it, with a
 //!   resolver that [`wiring`] assembles from [`config::Settings`].
+//! - [`fuzz`] exposes each parser (and the whole admission decision) to the fuzzers.
 
 pub mod admission;
 pub mod check;
@@ -21,6 +22,7 @@ pub mod config;
 pub mod credentials;
 pub mod engine;
 pub mod facts;
+pub mod fuzz;
 pub mod image;
 pub mod platform;
 pub mod policy;

@@ -72,6 +72,19 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "cli",
         &["check", "config", "credentials", "telemetry", "wiring"],
     ),
+    (
+        "fuzz",
+        &[
+            "admission",
+            "check",
+            "config",
+            "credentials",
+            "engine",
+            "image",
+            "policy",
+            "registry",
+        ],
+    ),
 ];
 
 /// Crates that talk to the network (or run the async machinery that does).

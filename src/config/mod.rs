@@ -20,7 +20,7 @@ use crate::platform::Platform;
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
 
 /// The `--config` file. Every key is optional; unknown keys are errors.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Settings {
     #[serde(default)]
@@ -77,7 +77,7 @@ pub const NODE_IDENTITY_REGISTRIES: [&str; 14] = [
 
 /// `credentialProviders`: kubelet's own `CredentialProviderConfig` and the plugins' directory (mount the
 /// node's, or the same plugins with the same cloud identity — IRSA, Workload Identity).
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CredentialProviderSettings {
     /// kubelet's `--image-credential-provider-config` file.
@@ -86,6 +86,7 @@ pub struct CredentialProviderSettings {
     pub bin_dir: PathBuf,
     /// How long one plugin run may take (kubelet allows a minute; an admission has seconds).
     #[serde(default = "default_provider_timeout")]
+    #[schemars(range(max = 600), extend("exclusiveMinimum" = 0))]
     pub timeout_seconds: f64,
 }
 
@@ -107,21 +108,23 @@ impl CredentialProviderSettings {
 /// are always refused; `serve` also refuses loopback (inside a cluster the webhook's loopback is its own
 /// pod), `check` allows it. Private ranges are allowed (in-cluster registries). The most specific range
 /// that contains an address decides; an address in no range is allowed.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct NetworkSettings {
     /// Ranges refused besides the built-in ones, e.g. `10.0.0.0/8`.
     #[serde(rename = "denyCIDRs")]
+    #[schemars(with = "Vec<String>")]
     pub deny_cidrs: Vec<ipnet::IpNet>,
     /// Ranges allowed even where a built-in or `denyCIDRs` range would refuse them, e.g. `127.0.0.0/8`.
     #[serde(rename = "allowCIDRs")]
+    #[schemars(with = "Vec<String>")]
     pub allow_cidrs: Vec<ipnet::IpNet>,
 }
 
 /// Watch a registry's pull budget: every `intervalSeconds`, an anonymous `HEAD` of `repository:latest`
 /// (not counted against the budget) reads `ratelimit-remaining`; below `warnBelow`, images from that
 /// registry get a `rate-limited` warning.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RateLimitProbe {
     /// Registry host as in image references, e.g. `docker.io`.
@@ -130,6 +133,7 @@ pub struct RateLimitProbe {
     #[serde(default = "default_probe_repository")]
     pub repository: String,
     #[serde(default = "default_probe_interval")]
+    #[schemars(range(min = 1, max = 86400))]
     pub interval_seconds: u64,
     #[serde(default = "default_warn_below")]
     pub warn_below: u64,
@@ -179,7 +183,7 @@ impl Default for Settings {
 
 /// One entry of the `registries:` map, keyed by the registry host as in image references
 /// (`registry.example.com:5000`, `docker.io`).
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RegistrySettings {
     /// Plain HTTP to the upstream registry (mirrors keep their URL's scheme).
@@ -223,30 +227,41 @@ impl fmt::Display for LogFormat {
 }
 
 /// Registry resolution: deadlines, parallelism and cache lifetimes. Each key defaults on its own.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResolutionSettings {
     /// The whole admission answers within this; keep it below the webhook's `timeoutSeconds`.
+    #[schemars(range(max = 300), extend("exclusiveMinimum" = 0))]
     pub budget_seconds: f64,
     /// One image may take at most this.
+    #[schemars(range(max = 300), extend("exclusiveMinimum" = 0))]
     pub per_image_timeout_seconds: f64,
     /// Lookups running at once against one registry.
+    #[schemars(range(min = 1, max = 10000))]
     pub per_registry_concurrency: usize,
     /// Connecting to a registry (TCP and TLS).
+    #[schemars(range(max = 300), extend("exclusiveMinimum" = 0))]
     pub connect_timeout_seconds: f64,
     /// One registry request, connecting included, until the last byte of its answer.
+    #[schemars(range(max = 300), extend("exclusiveMinimum" = 0))]
     pub read_timeout_seconds: f64,
     /// How long a tag's digest is trusted.
+    #[schemars(range(max = 31622400))]
     pub tag_ttl_seconds: u64,
     /// How long "not found" is remembered.
+    #[schemars(range(max = 31622400))]
     pub not_found_ttl_seconds: u64,
     /// How long Secrets and ServiceAccounts read from the API are kept.
+    #[schemars(range(max = 31622400))]
     pub kubernetes_ttl_seconds: u64,
     /// Largest size of each in-memory cache (tag → digest, digest → platforms), in bytes.
+    #[schemars(range(min = 1048576, max = 68_719_476_736_u64))]
     pub cache_max_bytes: u64,
     /// Largest manifest body read; larger ones are dropped unread ("manifest larger than 4 MiB").
+    #[schemars(range(min = 1024, max = 1073741824))]
     pub max_manifest_bytes: u64,
     /// Most entries of an image index read; an index with more is not verified.
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_index_entries: usize,
     /// Images of a registry whose `ratelimit-remaining` (seen on any answer) is below this get a
     /// `rate-limited` warning.
@@ -273,28 +288,38 @@ impl Default for ResolutionSettings {
 }
 
 /// HTTP server limits; each key defaults on its own.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ServerSettings {
     /// Largest request body accepted, in bytes.
+    #[schemars(range(min = 1024, max = 1073741824))]
     pub max_request_bytes: usize,
     /// How long a client may take to send the request headers.
+    #[schemars(range(min = 1, max = 3600))]
     pub header_read_timeout_seconds: u64,
     /// How long the TLS handshake may take.
+    #[schemars(range(min = 1, max = 3600))]
     pub handshake_timeout_seconds: u64,
     /// How often policy and certificate files are checked for changes.
+    #[schemars(range(min = 1, max = 3600))]
     pub reload_interval_seconds: u64,
     /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[schemars(range(max = 3600))]
     pub shutdown_grace_seconds: u64,
     /// How long a client may take to send the whole request body (slow bodies are cut).
+    #[schemars(range(min = 1, max = 3600))]
     pub body_read_timeout_seconds: u64,
     /// An open connection with no request in flight is closed after this (keep-alive and HTTP/2).
+    #[schemars(range(min = 1, max = 86400))]
     pub idle_timeout_seconds: u64,
     /// Connections open at once; new ones beyond are closed at once, so file descriptors never run out.
+    #[schemars(range(min = 1, max = 1000000))]
     pub max_connections: usize,
     /// Requests in flight on one HTTP/2 connection.
+    #[schemars(range(min = 1, max = 10000))]
     pub http2_max_concurrent_streams: u32,
     /// HTTP/2 keep-alive pings this often; a peer that does not answer within 10 s is dropped.
+    #[schemars(range(min = 1, max = 3600))]
     pub http2_keepalive_interval_seconds: u64,
 }
 

@@ -230,6 +230,22 @@ impl std::borrow::Borrow<str> for RegistryHost {
     }
 }
 
+/// In the JSON Schema of the settings file: the host as in image references.
+impl schemars::JsonSchema for RegistryHost {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "RegistryHost".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "pattern": "^[^/:@ ]+(:[0-9]+)?$",
+            "description": "a registry host as in image references: `registry.example.com:5000`, `docker.io`"
+        })
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for RegistryHost {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;

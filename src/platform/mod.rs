@@ -241,6 +241,21 @@ impl fmt::Display for Platform {
     }
 }
 
+/// In the JSON Schema of the settings file: `os/architecture[/variant]`.
+impl schemars::JsonSchema for Platform {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Platform".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[a-z0-9_]+/[a-z0-9_]+(/[a-z0-9_]+)?$",
+            "description": "`os/architecture[/variant]`, e.g. `linux/arm64/v8`"
+        })
+    }
+}
+
 impl<'de> serde::Deserialize<'de> for Platform {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = <String as serde::Deserialize>::deserialize(deserializer)?;

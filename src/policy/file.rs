@@ -15,8 +15,9 @@ pub const API_VERSION: &str = "pullgate.dev/v1alpha1";
 pub const KIND: &str = "ImagePolicy";
 
 /// One `ImagePolicy` document.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(title = "pullgate ImagePolicy")]
 pub struct PolicyDocument {
     pub api_version: String,
     pub kind: String,
@@ -24,14 +25,14 @@ pub struct PolicyDocument {
     pub spec: PolicySpec,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Metadata {
     pub name: String,
 }
 
 /// What a policy applies to and which rules it runs.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PolicySpec {
     /// Objects and images the policy applies to; empty means everything.
@@ -46,7 +47,7 @@ pub struct PolicySpec {
 }
 
 /// A set of namespaces, object labels and images.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scope {
     /// Namespace globs (any may match).
@@ -61,7 +62,7 @@ pub struct Scope {
 }
 
 /// Each rule's settings; the field names are the rule ids.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Rules {
     pub image_reference_valid: Option<SimpleRule>,
@@ -79,14 +80,14 @@ pub struct Rules {
 }
 
 /// A rule whose only setting is its action.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimpleRule {
     pub action: Option<Action>,
 }
 
 /// `registry-allowed`: images must match an `allow` pattern (when any are given) and no `deny` pattern.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryAllowedRule {
     pub action: Option<Action>,
@@ -97,7 +98,7 @@ pub struct RegistryAllowedRule {
 }
 
 /// `registry-deprecated`: registries or repository prefixes that are frozen or moved.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegistryDeprecatedRule {
     pub action: Option<Action>,
@@ -106,7 +107,7 @@ pub struct RegistryDeprecatedRule {
 }
 
 /// One moved registry: images under `from` now live under `to`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Deprecation {
     /// Prefix of `registry/repository` (whole path segments), e.g. `k8s.gcr.io`.

@@ -98,6 +98,21 @@ impl Glob {
     }
 }
 
+/// In the JSON Schema of policy files: a non-empty pattern.
+impl schemars::JsonSchema for Glob {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Glob".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "minLength": 1,
+            "description": "a pattern where `*` matches any run of characters"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -104,7 +104,7 @@ struct HostsFile {
     top: HostFields,
 }
 
-fn parse_hosts_file(file: &Path, text: &str) -> Result<Vec<Endpoint>, HostsError> {
+pub(super) fn parse_hosts_file(file: &Path, text: &str) -> Result<Vec<Endpoint>, HostsError> {
     let parsed: HostsFile = toml::from_str(text).map_err(|source| HostsError::HostsFileSyntax {
         path: file.to_owned(),
         source,

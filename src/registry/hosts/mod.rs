@@ -151,6 +151,12 @@ impl RegistryHosts {
         self.token_realms.get(registry).map_or(&[], Vec::as_slice)
     }
 
+    /// Parse one `hosts.toml` text as the nodes' containerd reads it; the number of endpoints it gives.
+    /// For fuzzing: `RegistryHosts::load` reads whole directories.
+    pub fn parse_hosts_toml(text: &str) -> Result<usize, HostsError> {
+        certs_d::parse_hosts_file(std::path::Path::new("hosts.toml"), text).map(|e| e.len())
+    }
+
     /// The registry is configured in `registries:` (trusted: its error messages may be quoted).
     pub fn is_configured(&self, registry: &str) -> bool {
         self.configured.contains_key(registry)
