@@ -12,12 +12,15 @@
 //! - P5: `pullgate check --offline` over 10,000 manifests (when the binary has `check`).
 //! - P6 round trips of a cold lookup, counted in the registry's access log, next to the protocol's
 //!   minimum: an index, a single-platform image, the same behind Basic auth, a second image behind tokens.
+//! - `--soak MINUTES`: only the soak (see `load/soak.rs`).
 #![allow(clippy::print_stdout)]
 
 #[path = "load/memory.rs"]
 mod memory;
 #[path = "load/round_trips.rs"]
 mod round_trips;
+#[path = "load/soak.rs"]
+mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -60,7 +63,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let rows = runtime.block_on(run())?;
+    let args: Vec<String> = std::env::args().collect();
+    let soak_minutes = args
+        .iter()
+        .position(|a| a == "--soak")
+        .map(|i| args.get(i + 1).and_then(|m| m.parse().ok()).unwrap_or(10));
+    let rows = match soak_minutes {
+        Some(minutes) => runtime.block_on(soak::soak(minutes))?,
+        None => runtime.block_on(run())?,
+    };
     println!();
     println!(
         "pullgate benchmark — {} cores, {}",
