@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand};
 
+use crate::audit::{AuditConfig, AuditFormat, Scope};
 use crate::check::{CheckConfig, Input, OutputFormat, PolicySource};
 use crate::config::LogFormat;
 use crate::config::{
@@ -30,6 +31,8 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check manifest files (or stdin) with the webhook's rules, for CI.
     Check(CheckArgs),
+    /// Report what in a live cluster would fail to pull now.
+    Audit(AuditArgs),
     /// Print the version.
     Version,
 }
@@ -284,6 +287,92 @@ impl CheckArgs {
             registry,
             output,
             warnings_as_errors,
+        })
+    }
+}
+
+/// `pullgate audit` flags.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// kubeconfig file; default: KUBECONFIG / ~/.kube/config, else the in-cluster config.
+    #[arg(long, env = "PULLGATE_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kubeconfig context; default: the current one.
+    #[arg(long, env = "PULLGATE_CONTEXT")]
+    pub context: Option<String>,
+    /// Audit this namespace only.
+    #[arg(short = 'n', long, conflicts_with = "all_namespaces")]
+    pub namespace: Option<String>,
+    /// Audit every namespace (the default when no --namespace is given).
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+    /// Label selector, as kubectl takes it (`app=web,tier!=cache`).
+    #[arg(short = 'l', long)]
+    pub selector: Option<String>,
+    /// Directory of ImagePolicy YAML files; default: the built-in policy.
+    #[arg(long, env = "PULLGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Also report the static rules (tag-not-latest, registry-allowed, …), not only what stops a pull.
+    #[arg(long, value_parser = BoolishValueParser::new())]
+    pub policy_rules: bool,
+    /// Optional YAML settings file (the same as serve's).
+    #[arg(long, env = "PULLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Report format.
+    #[arg(short = 'o', long, value_enum, default_value_t = AuditFormat::Text)]
+    pub output: AuditFormat,
+    /// Most requests sent to each registry; default 1000, and 100 to Docker Hub, whose pull quota the
+    /// cluster's nodes share.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_requests_per_registry: Option<u32>,
+}
+
+/// Why `audit` flags were refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditArgsError {
+    /// The settings file is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--namespace` is empty.
+    #[error("--namespace must not be empty")]
+    EmptyNamespace,
+}
+
+impl AuditArgs {
+    /// Validate the flags and read the config file.
+    pub fn into_config(self) -> Result<AuditConfig, AuditArgsError> {
+        let Self {
+            kubeconfig,
+            context,
+            namespace,
+            all_namespaces: _,
+            selector,
+            policies,
+            policy_rules,
+            config,
+            output,
+            max_requests_per_registry,
+        } = self;
+        let scope = match namespace {
+            Some(namespace) if namespace.is_empty() => return Err(AuditArgsError::EmptyNamespace),
+            Some(namespace) => Scope::Namespace(namespace),
+            None => Scope::All,
+        };
+        let settings = match config {
+            Some(file) => Settings::load(&file)?,
+            None => Settings::default(),
+        };
+        Ok(AuditConfig {
+            kubeconfig: kubeconfig.filter(|p| !p.as_os_str().is_empty()),
+            context,
+            scope,
+            selector: selector.filter(|s| !s.is_empty()),
+            policies: policies.map_or(PolicySource::BuiltIn, PolicySource::Dir),
+            policy_rules,
+            settings,
+            output,
+            max_requests_per_registry,
+            progress: true,
         })
     }
 }

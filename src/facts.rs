@@ -180,6 +180,10 @@ pub enum ResolveError {
         "its token service {realm} is on another site: pullgate sends it no credentials (list it in registries.<host>.tokenRealms to allow)"
     )]
     CredentialsWithheld { realm: String },
+    /// pullgate's own cap on requests to this registry (`pullgate audit --max-requests-per-registry`)
+    /// is spent: nothing was asked. Says nothing about the image.
+    #[error("not asked: pullgate's budget of {limit} requests for this registry is spent")]
+    RequestBudgetSpent { limit: u32 },
 }
 
 fn detail_suffix(detail: &str) -> String {
@@ -217,7 +221,8 @@ impl ResolveError {
             | Self::TokenService(_)
             | Self::TooLarge { .. }
             | Self::AddressRefused { .. }
-            | Self::CredentialsWithheld { .. } => FailureClass::Unreachable,
+            | Self::CredentialsWithheld { .. }
+            | Self::RequestBudgetSpent { .. } => FailureClass::Unreachable,
         }
     }
 }

@@ -6,16 +6,18 @@
 //! ```text
 //! image, platform, workload -> facts -> { policy | credentials -> registry } -> resolve -> engine
 //!                                                                       wiring -> engine
-//! engine, wiring -> { admission, check } -> server -> main
+//! engine, wiring -> { admission, check, audit } -> server -> main
 //! ```
 //!
 //! - [`facts`] holds the plain data every part shares; [`policy`] decides on it alone (no I/O).
 //! - [`registry`], [`credentials`] and [`server`] are the only modules that touch the network.
 //! - [`engine::decide`] is the one pipeline; [`admission`] (serve) and [`check`] both call it, with a
-//!   resolver that [`wiring`] assembles from [`config::Settings`].
+//!   resolver that [`wiring`] assembles from [`config::Settings`]; [`audit`] runs it over a live
+//!   cluster's workloads.
 //! - [`fuzz`] exposes each parser (and the whole admission decision) to the fuzzers.
 
 pub mod admission;
+pub mod audit;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -24,6 +24,21 @@ async fn main() -> anyhow::Result<ExitCode> {
             pullgate::server::run(config, pullgate::server::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Audit(args) => {
+            let config = match args.into_config() {
+                Ok(config) => config,
+                Err(error) => {
+                    eprintln!("pullgate audit: {error}");
+                    return Ok(pullgate::check::Exit::Error.into());
+                }
+            };
+            let mut stdout = std::io::BufWriter::new(std::io::stdout().lock());
+            let io = pullgate::audit::Io {
+                stdout: &mut stdout,
+                stderr: &mut std::io::stderr(),
+            };
+            Ok(pullgate::audit::run(config, io).await.into())
+        }
         Command::Check(args) => {
             let config = match args.into_config() {
                 Ok(config) => config,

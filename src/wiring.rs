@@ -23,6 +23,7 @@ use crate::credentials::{
     LocalConfigError, LocalDockerConfig, ManifestCredentials, ProviderConfigError,
     local_credentials,
 };
+use crate::registry::budget::RequestBudget;
 use crate::registry::cache::disk::{CacheDirError, DiskCache};
 use crate::registry::cache::{CacheMetrics, CacheSettings, CachedResolver};
 use crate::registry::client::http::{Http, Timeouts};
@@ -68,9 +69,41 @@ pub fn serve(
     kube: Option<kube::Client>,
     metrics: &mut Registry,
 ) -> Result<Wired, SetupError> {
-    let updates = updates(settings);
     // Inside a cluster the webhook's loopback is its own pod, never what a node means by `localhost`.
-    let client = Arc::new(client(settings, Loopback::Refused, &updates, metrics)?);
+    through_api(settings, kube, Loopback::Refused, None, metrics)
+}
+
+/// `pullgate audit`'s resolver: `serve`'s credential chain (pull secrets and ServiceAccounts through
+/// the API), run from an operator's machine or a CI job where a local registry is normal, sending each
+/// registry at most what `budget` allows.
+pub fn audit(
+    settings: &Settings,
+    kube: kube::Client,
+    budget: Arc<RequestBudget>,
+    metrics: &mut Registry,
+) -> Result<Wired, SetupError> {
+    through_api(
+        settings,
+        Some(kube),
+        Loopback::Allowed,
+        Some(budget),
+        metrics,
+    )
+}
+
+fn through_api(
+    settings: &Settings,
+    kube: Option<kube::Client>,
+    loopback: Loopback,
+    budget: Option<Arc<RequestBudget>>,
+    metrics: &mut Registry,
+) -> Result<Wired, SetupError> {
+    let updates = updates(settings);
+    let mut client = client(settings, loopback, &updates, metrics)?;
+    if let Some(budget) = budget {
+        client = client.with_request_budget(budget);
+    }
+    let client = Arc::new(client);
     let node_credentials = settings
         .node_credentials
         .as_deref()

@@ -53,9 +53,17 @@ const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "audit",
+        &[
+            "check", "config", "engine", "platform", "policy", "registry", "resolve", "wiring",
+            "workload",
+        ],
+    ),
+    (
         "server",
         &[
             "admission",
+            "audit",
             "config",
             "engine",
             "facts",
@@ -70,7 +78,14 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "cli",
-        &["check", "config", "credentials", "telemetry", "wiring"],
+        &[
+            "audit",
+            "check",
+            "config",
+            "credentials",
+            "telemetry",
+            "wiring",
+        ],
     ),
     (
         "fuzz",

@@ -54,7 +54,10 @@ fn spec(n: u64, reg: &str, failing: &str) -> Value {
 
 pub async fn soak(minutes: u64) -> anyhow::Result<Vec<Row>> {
     let binary = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/pullgate");
-    anyhow::ensure!(binary.exists(), "build the release binary first (./bench.sh does)");
+    anyhow::ensure!(
+        binary.exists(),
+        "build the release binary first (./bench.sh does)"
+    );
     let reg = registry::start(RegistryOptions::default()).await?;
     for name in ["a", "b", "c"] {
         registry::push_image(&reg, &format!("bench/{name}"), "v1", amd64()).await?;

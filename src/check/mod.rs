@@ -29,7 +29,7 @@ pub use input::{Input, STDIN_NAME, scan_images};
 pub use objects::InputError;
 pub use output::{
     ContainerReport, FileReport, Item, JSON_SCHEMA, ObjectReport, OutputFormat, Report, Summary,
-    summary_line,
+    sarif_level, sarif_rules, summary_line, xml_text,
 };
 
 use crate::config::Settings;
@@ -80,6 +80,19 @@ pub enum Exit {
     Denied = 1,
     /// 2: usage or input errors.
     Error = 2,
+}
+
+impl Exit {
+    /// Errors win (the run is incomplete), then findings that fail the run.
+    pub fn of(errors: usize, failing: bool) -> Self {
+        if errors > 0 {
+            Self::Error
+        } else if failing {
+            Self::Denied
+        } else {
+            Self::Passed
+        }
+    }
 }
 
 impl From<Exit> for std::process::ExitCode {
@@ -206,13 +219,10 @@ pub async fn run(config: CheckConfig, io: Io<'_>) -> Exit {
         return Exit::Error;
     }
     let summary = report.summary();
-    if summary.errors > 0 {
-        Exit::Error
-    } else if summary.denied > 0 || (config.warnings_as_errors && summary.warnings > 0) {
-        Exit::Denied
-    } else {
-        Exit::Passed
-    }
+    Exit::of(
+        summary.errors,
+        summary.denied > 0 || (config.warnings_as_errors && summary.warnings > 0),
+    )
 }
 
 /// The registries the registry rules will ask, over every workload of the input.

@@ -376,6 +376,12 @@ fn auth_failed(
 
 fn failed(image: &ImageRef, error: &ResolveError) -> Outcome {
     let registry = image.registry();
+    if let ResolveError::RequestBudgetSpent { .. } = error {
+        return Outcome::tentative(
+            format!("not checked: {registry}: {error}"),
+            "raise --max-requests-per-registry, or audit fewer namespaces at a time".into(),
+        );
+    }
     match error.class() {
         FailureClass::Tls => Outcome::new(
             format!("{error} ({registry})"),

@@ -2,6 +2,13 @@
 //! the `ratelimit-remaining` / `ratelimit-limit` headers that such a registry puts on its answers. Every
 //! answer of a registry's own endpoint is read for them (passively, at no cost); `rateLimitProbes` add a
 //! periodic anonymous `HEAD`, which does not count as a pull.
+//!
+//! [`RequestBudget`] is the other side: how many requests pullgate itself may send each registry in one
+//! run (`pullgate audit --max-requests-per-registry`), so that one audit cannot spend the pull quota
+//! the cluster's nodes need.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use crate::facts::Budget;
 
@@ -33,6 +40,74 @@ pub fn from_headers(headers: &reqwest::header::HeaderMap) -> Option<Budget> {
     })
 }
 
+/// A cap on the requests sent to each registry (by the image's registry name; a mirror's requests count
+/// for the registry it stands in for) over the life of a client. A registry that answers 429 is not
+/// asked again.
+#[derive(Debug)]
+pub struct RequestBudget {
+    limits: BTreeMap<String, u32>,
+    default: u32,
+    spent: Mutex<HashMap<String, Spent>>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Spent {
+    requests: u32,
+    rate_limited: bool,
+}
+
+/// Why [`RequestBudget::take`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// The registry's cap (the number) is used up.
+    Spent(u32),
+    /// The registry answered 429 earlier in this run.
+    RateLimited,
+}
+
+impl RequestBudget {
+    /// `default` requests per registry, except the registries `limits` names.
+    pub fn new(default: u32, limits: BTreeMap<String, u32>) -> Self {
+        Self {
+            limits,
+            default,
+            spent: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The cap of `registry`.
+    pub fn limit(&self, registry: &str) -> u32 {
+        self.limits.get(registry).copied().unwrap_or(self.default)
+    }
+
+    /// Takes one request from `registry`'s budget.
+    pub fn take(&self, registry: &str) -> Result<(), Refused> {
+        let limit = self.limit(registry);
+        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        let used = spent.entry(registry.to_owned()).or_default();
+        if used.rate_limited {
+            return Err(Refused::RateLimited);
+        }
+        if used.requests >= limit {
+            return Err(Refused::Spent(limit));
+        }
+        used.requests += 1;
+        Ok(())
+    }
+
+    /// `registry` answered 429: ask it nothing more.
+    pub fn rate_limited(&self, registry: &str) {
+        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        spent.entry(registry.to_owned()).or_default().rate_limited = true;
+    }
+
+    /// Requests taken so far, per registry.
+    pub fn spent(&self) -> BTreeMap<String, u32> {
+        let spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+        spent.iter().map(|(k, v)| (k.clone(), v.requests)).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,6 +119,22 @@ mod tests {
     #[case::garbage("lots", None)]
     fn header_values(#[case] value: &str, #[case] expected: Option<(u64, Option<u64>)>) {
         assert_eq!(parse_header(value), expected);
+    }
+
+    #[test]
+    fn request_budgets_stop_at_their_limit_per_registry() {
+        let budget = RequestBudget::new(2, BTreeMap::from([("docker.io".to_owned(), 1)]));
+        assert_eq!(budget.take("docker.io"), Ok(()));
+        assert_eq!(budget.take("docker.io"), Err(Refused::Spent(1)));
+        assert_eq!(budget.take("ghcr.io"), Ok(()));
+        assert_eq!(budget.take("ghcr.io"), Ok(()));
+        assert_eq!(budget.take("ghcr.io"), Err(Refused::Spent(2)));
+        budget.rate_limited("quay.io");
+        assert_eq!(budget.take("quay.io"), Err(Refused::RateLimited));
+        assert_eq!(
+            budget.spent(),
+            BTreeMap::from([("docker.io".to_owned(), 1), ("ghcr.io".to_owned(), 2)])
+        );
     }
 
     #[test]

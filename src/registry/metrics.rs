@@ -152,5 +152,6 @@ fn outcome_label(error: &ResolveError) -> &'static str {
         ResolveError::TooLarge { .. } => "too_large",
         ResolveError::AddressRefused { .. } => "address_refused",
         ResolveError::CredentialsWithheld { .. } => "credentials_withheld",
+        ResolveError::RequestBudgetSpent { .. } => "request_budget_spent",
     }
 }

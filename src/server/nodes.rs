@@ -1,27 +1,10 @@
 //! Node platform discovery: the platforms unconstrained pods may land on, read from the Node objects'
 //! `kubernetes.io/os` / `kubernetes.io/arch` labels (metadata only) and refreshed periodically.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Node;
-use kube::Api;
-use kube::api::ListParams;
-
-use crate::platform::{self, Platform};
+pub use crate::audit::node_platforms as discover;
 use crate::resolve::Updates;
-
-/// The platforms of the cluster's nodes, from one metadata-only list of Nodes.
-pub async fn discover(client: kube::Client) -> Result<Vec<Platform>, kube::Error> {
-    let nodes: Api<Node> = Api::all(client);
-    let list = nodes.list_metadata(&ListParams::default()).await?;
-    let labels: Vec<BTreeMap<String, String>> = list
-        .items
-        .into_iter()
-        .map(|node| node.metadata.labels.unwrap_or_default())
-        .collect();
-    Ok(platform::from_node_labels(&labels))
-}
 
 /// Refresh the resolver's node platforms (through `updates`) every `interval`. A failure (e.g. no `list` on nodes) keeps the
 /// configured `nodePlatforms` and is logged once.

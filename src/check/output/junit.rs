@@ -10,7 +10,7 @@ use super::{
 use crate::policy::Action;
 
 /// Text safe in XML content and attribute values: markup escaped, characters XML 1.0 forbids dropped.
-fn xml(text: &str) -> String {
+pub fn xml(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {

@@ -4,6 +4,9 @@
 
 mod junit;
 mod sarif;
+
+pub use junit::xml as xml_text;
+pub use sarif::{level as sarif_level, rules as sarif_rules};
 mod text;
 
 use std::io::{self, Write};

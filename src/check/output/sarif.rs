@@ -98,7 +98,8 @@ fn pascal(rule: RuleId) -> String {
         .collect()
 }
 
-fn level(action: Action) -> &'static str {
+/// A SARIF level of an action.
+pub fn level(action: Action) -> &'static str {
     match action {
         Action::Deny => "error",
         Action::Warn => "warning",
@@ -106,7 +107,8 @@ fn level(action: Action) -> &'static str {
     }
 }
 
-fn rules() -> Vec<Value> {
+/// `tool.driver.rules`: every rule's metadata (also `pullgate audit`'s).
+pub fn rules() -> Vec<Value> {
     RuleId::ALL
         .iter()
         .map(|rule| {

@@ -33,7 +33,7 @@ use self::auth::{Challenge, Token, TokenKey};
 use self::http::{Answer, Http, Tls};
 use self::manifest::Manifest;
 use self::session::{Conversation, TokenExpiry};
-use super::budget::{self, BudgetSink};
+use super::budget::{self, BudgetSink, RequestBudget};
 use super::hosts::{Endpoint, RegistryHosts};
 use super::{Found, ImageResolver, RegistryMetrics, RequestCounter};
 use crate::credentials::Credential;
@@ -62,6 +62,8 @@ pub struct Client {
     limits: Limits,
     metrics: Arc<RegistryMetrics>,
     budgets: Option<Arc<dyn BudgetSink>>,
+    /// How many requests each registry may still be sent (`pullgate audit`); unbounded when `None`.
+    requests: Option<Arc<RequestBudget>>,
     tokens: moka::future::Cache<TokenKey, Token>,
     /// The last challenge of each `host[:port]`, so later requests authenticate up front.
     challenges: moka::sync::Cache<String, Challenge>,
@@ -91,6 +93,7 @@ impl Client {
             limits,
             metrics,
             budgets,
+            requests: None,
             tokens: moka::future::Cache::builder()
                 .max_capacity(16 * 1024 * 1024)
                 .weigher(|key: &TokenKey, token: &Token| {
@@ -106,6 +109,13 @@ impl Client {
                 .time_to_live(Duration::from_secs(60 * 60))
                 .build(),
         }
+    }
+
+    /// The same client, sending each registry at most what `budget` allows; past it, lookups fail with
+    /// [`ResolveError::RequestBudgetSpent`] without a request.
+    pub fn with_request_budget(mut self, budget: Arc<RequestBudget>) -> Self {
+        self.requests = Some(budget);
+        self
     }
 
     /// The conversations to try for an image, in containerd's order, keeping those `usable`.

@@ -15,7 +15,7 @@ use super::http::{self, Answer, Request, Tls};
 use crate::credentials::Credential;
 use crate::facts::{ResolveError, seconds};
 use crate::registry::RequestCounter;
-use crate::registry::budget;
+use crate::registry::budget::{self, Refused};
 use crate::registry::classify::{self, sanitize};
 use crate::registry::hosts::Endpoint;
 
@@ -96,6 +96,9 @@ impl Client {
             }
             _ => None,
         };
+        if let (Some(budget), Some(ResolveError::RateLimited(_))) = (&self.requests, &failed) {
+            budget.rate_limited(conv.registry);
+        }
         let outcome = match (&result, &failed) {
             (Err(error), _) | (Ok(_), Some(error)) => Err(error),
             (Ok(_), None) => Ok(()),
@@ -150,7 +153,21 @@ impl Client {
                 role: "registry",
                 http_fallback: conv.endpoint.http_fallback,
             };
-            self.http.send(&conv.tls, request, || conv.requests.add())
+            async move {
+                if let Some(budget) = &self.requests {
+                    budget
+                        .take(conv.registry)
+                        .map_err(|refused| match refused {
+                            Refused::Spent(limit) => ResolveError::RequestBudgetSpent { limit },
+                            Refused::RateLimited => ResolveError::RateLimited(
+                                "answered 429 earlier in this run: not asked again".into(),
+                            ),
+                        })?;
+                }
+                self.http
+                    .send(&conv.tls, request, || conv.requests.add())
+                    .await
+            }
         };
         let answer = send(header).await?;
         if answer.status != StatusCode::UNAUTHORIZED {
