@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use k8s_openapi::api::core::v1::PodSpec;
 
-use crate::facts::{ContainerFacts, Facts, Resolved};
+use crate::facts::{ContainerFacts, Facts, ImageStatus, Resolved};
 use crate::policy::{self, PolicySet, RuleId, Verdict};
 use crate::resolve::Resolver;
 use crate::workload::{ContainerList, Workload};
@@ -64,6 +64,9 @@ pub struct Decision {
     pub skipped: Vec<Vec<RuleId>>,
     /// Registry requests made for this decision (cache hits make none).
     pub registry_calls: u32,
+    /// Per container (in [`Facts::containers`] order), what its registry said; `None` when it was not
+    /// asked (no resolver, an invalid reference, or no registry rule applied).
+    pub statuses: Vec<Option<ImageStatus>>,
 }
 
 /// Ask the registries what the policies need, then decide. Without a resolver, only the static rules can
@@ -91,9 +94,16 @@ pub async fn decide(
         }
     };
     let verdict = policy::evaluate(&subject.facts, &resolved, policies);
+    let statuses = subject
+        .facts
+        .containers
+        .iter()
+        .map(|c| resolved.images.get(&c.spec.image_path).cloned())
+        .collect();
     Decision {
         verdict,
         skipped,
         registry_calls: resolved.registry_calls,
+        statuses,
     }
 }

@@ -73,22 +73,18 @@ pub fn serve(
     through_api(settings, kube, Loopback::Refused, None, metrics)
 }
 
-/// `pullgate audit`'s resolver: `serve`'s credential chain (pull secrets and ServiceAccounts through
-/// the API), run from an operator's machine or a CI job where a local registry is normal, sending each
-/// registry at most what `budget` allows.
+/// The audit's resolver: `serve`'s credential chain (pull secrets and ServiceAccounts through the API),
+/// sending each registry at most what `budget` allows. `pullgate audit` runs on an operator's machine
+/// or in CI, where a local registry is normal (`Loopback::Allowed`); the continuous audit runs in the
+/// webhook's pod (`Loopback::Refused`, as `serve`).
 pub fn audit(
     settings: &Settings,
     kube: kube::Client,
     budget: Arc<RequestBudget>,
+    loopback: Loopback,
     metrics: &mut Registry,
 ) -> Result<Wired, SetupError> {
-    through_api(
-        settings,
-        Some(kube),
-        Loopback::Allowed,
-        Some(budget),
-        metrics,
-    )
+    through_api(settings, Some(kube), loopback, Some(budget), metrics)
 }
 
 fn through_api(

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{Container, EphemeralContainer, PodSpec};
 use serde_json::Value;
 
 /// The kinds that carry a pod spec, with where in the object that spec lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum WorkloadKind {
     Pod,
     Deployment,

@@ -4,10 +4,9 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use base64::Engine as _;
 use pullgate::audit::{AuditConfig, AuditFormat, Io, Scope};
 use pullgate::check::{Exit, PolicySource};
 use pullgate::config::Settings;
@@ -17,31 +16,6 @@ use support::registry::{self, Auth, ImageKind, Platform, RegistryOptions, TestRe
 use support::webhook::{bounded, settings_for};
 
 const NS: &str = "demo";
-
-/// A kubeconfig for the fake API (its CA inline, a token nobody checks).
-fn kubeconfig(kube: &FakeKube, dir: &Path) -> PathBuf {
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let body = b64.encode(kube.ca_der());
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).expect("base64 is ASCII"))
-        .collect();
-    let pem = format!(
-        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-        lines.join("\n")
-    );
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": kube.url(),
-            "certificate-authority-data": b64.encode(pem)}}],
-        "users": [{"name": "tester", "user": {"token": "t"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "tester"}}],
-    });
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, config.to_string()).expect("write kubeconfig");
-    path
-}
 
 fn config(kubeconfig: &Path, settings: Settings, output: AuditFormat) -> AuditConfig {
     AuditConfig {
@@ -178,7 +152,7 @@ async fn tag_deleted_secret_changed_and_new_node_platform_are_reported() {
             "spec": pod_spec(&format!("{host}/demo/armonly:v1"), Some("regcred"))}));
 
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = kubeconfig(&kube, dir.path());
+        let file = kube.kubeconfig(dir.path());
         let settings = settings_for(&[&reg]);
         let (exit, out, err) = audit(config(&file, settings.clone(), AuditFormat::Json)).await;
         assert_eq!(exit, Exit::Passed, "{out}\n{err}");
@@ -228,7 +202,7 @@ async fn a_deployment_with_fifty_pods_is_one_finding_and_one_lookup() {
             50,
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = kubeconfig(&kube, dir.path());
+        let file = kube.kubeconfig(dir.path());
         let manifests = || {
             reg.count_requests("GET", "/v2/team/web/manifests/")
                 + reg.count_requests("HEAD", "/v2/team/web/manifests/")
@@ -278,7 +252,7 @@ async fn lists_are_paginated_and_the_request_budget_holds() {
             );
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = kubeconfig(&kube, dir.path());
+        let file = kube.kubeconfig(dir.path());
         let pushed = reg.requests().len();
         let mut limited = config(&file, settings_for(&[&reg]), AuditFormat::Json);
         limited.max_requests_per_registry = Some(15);
@@ -345,7 +319,7 @@ async fn selector_namespace_and_finished_work_narrow_the_audit() {
             "status": {"conditions": [{"type": "Complete", "status": "True"}]}}),
         );
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = kubeconfig(&kube, dir.path());
+        let file = kube.kubeconfig(dir.path());
         let names = |out: &str| -> Vec<String> {
             let mut names: Vec<String> = findings(out).into_iter().map(|f| f.1).collect();
             names.dedup();
@@ -385,7 +359,7 @@ async fn a_kind_that_cannot_be_listed_makes_the_audit_incomplete() {
         let kube = FakeKube::start().await.expect("fake API");
         kube.forbid("/apis/batch/v1/cronjobs");
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = kubeconfig(&kube, dir.path());
+        let file = kube.kubeconfig(dir.path());
         let (exit, out, _) = audit(config(&file, Settings::default(), AuditFormat::Text)).await;
         assert_eq!(exit, Exit::Error, "{out}");
         assert!(
@@ -403,7 +377,7 @@ async fn an_unreachable_api_is_one_clear_error() {
     bounded(async {
         let kube = FakeKube::start().await.expect("fake API");
         let dir = tempfile::tempdir().expect("tempdir");
-        let file = kubeconfig(&kube, dir.path());
+        let file = kube.kubeconfig(dir.path());
         drop(kube);
         let (exit, out, _) = audit(config(&file, Settings::default(), AuditFormat::Text)).await;
         assert_eq!(exit, Exit::Error, "{out}");
@@ -428,7 +402,7 @@ async fn the_binary_audits_with_a_kubeconfig_and_writes_every_format() {
         "spec": pod_spec("Not A Reference", None)}),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = kubeconfig(&kube, dir.path());
+    let file = kube.kubeconfig(dir.path());
     for format in ["text", "json", "junit", "sarif"] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_pullgate"));
         command

@@ -16,7 +16,10 @@
 //! when one kind could not be listed: the audit is then incomplete).
 
 mod cluster;
+pub mod continuous;
+pub mod lease;
 mod report;
+pub mod status;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -33,6 +36,7 @@ use crate::config::Settings;
 use crate::engine::{self, Subject};
 use crate::policy::{PolicySet, RuleId};
 use crate::registry::budget::RequestBudget;
+use crate::registry::net::Loopback;
 use crate::resolve::Resolver;
 use crate::wiring;
 use crate::workload::Workload;
@@ -150,6 +154,7 @@ pub async fn run(config: AuditConfig, io: Io<'_>) -> Exit {
         &config.settings,
         client.clone(),
         budget.clone(),
+        Loopback::Allowed,
         &mut unexported,
     ) {
         Ok(wired) => wired,

@@ -109,6 +109,27 @@ pub fn check(settings: &Settings) -> Result<(), Refusal> {
             24 * MAX_SECONDS,
         )?;
     }
+    if let Some(audit) = &settings.audit {
+        whole(
+            "audit.intervalSeconds",
+            audit.interval_seconds,
+            1,
+            24 * MAX_SECONDS,
+        )?;
+        whole(
+            "audit.maxRequestsPerRegistryPerInterval",
+            u64::from(audit.max_requests_per_registry_per_interval),
+            1,
+            1_000_000,
+        )?;
+        whole("audit.maxSeries", audit.max_series as u64, 1, 10_000_000)?;
+        whole(
+            "audit.leaseDurationSeconds",
+            audit.lease_duration_seconds,
+            2,
+            MAX_SECONDS,
+        )?;
+    }
     if let Some(providers) = &settings.credential_providers {
         seconds(
             "credentialProviders.timeoutSeconds",
@@ -187,6 +208,10 @@ mod tests {
     #[case("rateLimitProbes[0].intervalSeconds", "rateLimitProbes: [{registry: docker.io, intervalSeconds: V}]")]
     #[case("rateLimitProbes[0].warnBelow", "rateLimitProbes: [{registry: docker.io, warnBelow: V}]")]
     #[case("credentialProviders.timeoutSeconds", "credentialProviders: {config: /c, binDir: /b, timeoutSeconds: V}")]
+    #[case("audit.intervalSeconds", "audit: {intervalSeconds: V}")]
+    #[case("audit.maxRequestsPerRegistryPerInterval", "audit: {maxRequestsPerRegistryPerInterval: V}")]
+    #[case("audit.maxSeries", "audit: {maxSeries: V}")]
+    #[case("audit.leaseDurationSeconds", "audit: {leaseDurationSeconds: V}")]
     fn bad_numbers_are_refused_by_key(#[case] key: &str, #[case] template: &str) {
         for bad in ["-1", ".nan", ".inf", "1e300", "99999999999999999999", "lots"] {
             let text = template.replace('V', bad);
@@ -210,6 +235,10 @@ mod tests {
     #[case::zero_interval(
         "rateLimitProbes: [{registry: docker.io, intervalSeconds: 0}]",
         "rateLimitProbes[0].intervalSeconds: must be at least 1"
+    )]
+    #[case::zero_audit_interval(
+        "audit: {intervalSeconds: 0}",
+        "audit.intervalSeconds: must be at least 1"
     )]
     #[case::zero_budget(
         "resolution: {budgetSeconds: 0}",

@@ -1,7 +1,10 @@
 //! Settings: the optional `--config` YAML file, validated at start-up with the file and key in each error,
 //! and the resolved configuration `serve` runs with.
 
+mod audit;
 mod limits;
+
+pub use audit::AuditSettings;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -54,6 +57,8 @@ pub struct Settings {
     /// for it, is a warning, never a denial.
     #[serde(default)]
     pub node_authenticated_registries: Vec<String>,
+    /// Continuous re-verification of running workloads (`serve`; off when absent).
+    pub audit: Option<AuditSettings>,
 }
 
 /// Registries nodes usually pull from with their cloud identity through a kubelet credential provider
@@ -177,6 +182,7 @@ impl Default for Settings {
             network: NetworkSettings::default(),
             credential_providers: None,
             node_authenticated_registries: Vec::new(),
+            audit: None,
         }
     }
 }

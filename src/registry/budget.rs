@@ -104,7 +104,11 @@ impl RequestBudget {
     /// Requests taken so far, per registry.
     pub fn spent(&self) -> BTreeMap<String, u32> {
         let spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
-        spent.iter().map(|(k, v)| (k.clone(), v.requests)).collect()
+        spent
+            .iter()
+            .filter(|(_, v)| v.requests > 0)
+            .map(|(k, v)| (k.clone(), v.requests))
+            .collect()
     }
 }
 

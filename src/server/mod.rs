@@ -26,7 +26,10 @@ pub use metrics::Metrics;
 pub use reload::PolicyStore;
 pub use router::{AppState, router};
 
-use crate::config::{KubeApi, ServeConfig, TlsSource};
+use crate::audit::continuous::{Continuous, Policies};
+use crate::audit::lease::Elector;
+use crate::audit::status::AuditMetrics;
+use crate::config::{AuditSettings, KubeApi, ServeConfig, Settings, TlsSource};
 
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
@@ -65,6 +68,8 @@ pub struct Running {
     handle: Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     background: Vec<tokio::task::JoinHandle<()>>,
+    /// The audit Lease, released on shutdown so another replica takes over at once.
+    lease: Option<Arc<Elector>>,
 }
 
 impl Running {
@@ -74,6 +79,9 @@ impl Running {
         let result = self.task.await.context("server task failed")?;
         for task in self.background {
             task.abort();
+        }
+        if let Some(lease) = self.lease {
+            lease.release().await;
         }
         result.context("server stopped with an error")
     }
@@ -93,6 +101,19 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     let mut registry = crate::telemetry::metrics_registry();
     let wired = crate::wiring::serve(&settings, kube.clone(), &mut registry)
         .context("invalid registry settings")?;
+    let audit_metrics = match (&settings.audit, &kube) {
+        (Some(audit), Some(_)) => Some(Arc::new(AuditMetrics::register(
+            &mut registry,
+            audit.max_series,
+        ))),
+        (Some(_), None) => {
+            tracing::warn!(
+                "audit is set but there is no Kubernetes API: continuous re-verification is off"
+            );
+            None
+        }
+        (None, _) => None,
+    };
     let metrics = Arc::new(Metrics::new(registry));
     let probes: Vec<_> = settings
         .rate_limit_probes
@@ -113,7 +134,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         ))),
         _ => None,
     };
-    let server_settings = settings.server;
+    let server_settings = settings.server.clone();
     let policies = Arc::new(
         PolicyStore::load(&policies_dir)
             .with_context(|| format!("cannot load policies from {}", policies_dir.display()))?,
@@ -124,6 +145,20 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     } else {
         tracing::info!(dir = %policies_dir.display(), policies = ?names, "policies loaded");
     }
+    let (lease, audit_tasks) = match (&settings.audit, &kube, audit_metrics) {
+        (Some(audit), Some(client), Some(audit_metrics)) => {
+            let store = policies.clone();
+            let (elector, tasks) = start_audit(
+                &settings,
+                audit,
+                client.clone(),
+                Arc::new(move || store.current()),
+                audit_metrics,
+            );
+            (Some(elector), tasks)
+        }
+        _ => (None, Vec::new()),
+    };
     let (paths, generated_ca) = match tls {
         TlsSource::Files { cert, key } => (tls::CertPaths { cert, key }, None),
         TlsSource::Generate { dir } => {
@@ -207,8 +242,58 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
             .into_iter()
             .flatten()
             .chain(probes)
+            .chain(audit_tasks)
             .collect(),
+        lease,
     })
+}
+
+/// The continuous audit's two tasks: the Lease election and the rounds (which run while it is held).
+fn start_audit(
+    settings: &Settings,
+    audit: &AuditSettings,
+    client: kube::Client,
+    policies: Policies,
+    metrics: Arc<AuditMetrics>,
+) -> (Arc<Elector>, Vec<tokio::task::JoinHandle<()>>) {
+    let namespace = audit
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "pullgate-system".to_owned());
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned())
+        })
+        .unwrap_or_else(|_| "pullgate".to_owned());
+    let identity = format!("{host}-{}", std::process::id());
+    let elector = Arc::new(Elector::new(
+        client.clone(),
+        &namespace,
+        &audit.lease_name,
+        identity,
+        Duration::from_secs(audit.lease_duration_seconds),
+    ));
+    tracing::info!(
+        lease = %format!("{namespace}/{}", audit.lease_name),
+        identity = %elector.identity(),
+        interval_seconds = audit.interval_seconds,
+        "continuous audit on (runs while this replica holds the Lease)"
+    );
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
+    let electing = {
+        let elector = elector.clone();
+        tokio::spawn(async move { elector.keep_electing(leader_tx).await })
+    };
+    let continuous = Continuous {
+        settings: settings.clone(),
+        audit: audit.clone(),
+        client,
+        policies,
+        metrics,
+    };
+    let rounds = tokio::spawn(continuous.run(leader_rx));
+    (elector, vec![electing, rounds])
 }
 
 /// A Kubernetes client for reading pull secrets: from `--kubeconfig` when given (an error if it is
