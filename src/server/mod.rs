@@ -167,6 +167,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         }
     };
     let (served, loaded) = tls::load(&paths)?;
+    metrics.certificate_not_after(loaded.0.as_deref().and_then(tls::not_after));
     let rustls_config = RustlsConfig::from_config(served);
 
     let handle: Handle<SocketAddr> = Handle::new();

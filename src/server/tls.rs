@@ -104,6 +104,17 @@ pub fn load(paths: &CertPaths) -> Result<(Arc<ServerConfig>, Loaded), TlsError> 
     Ok((config, (Some(cert), Some(key))))
 }
 
+/// When the first certificate of a PEM chain expires (Unix seconds), for
+/// `pullgate_tls_certificate_not_after_seconds`.
+pub fn not_after(pem: &[u8]) -> Option<i64> {
+    use rustls::pki_types::pem::PemObject as _;
+    let first = rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .next()?
+        .ok()?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(&first).ok()?;
+    Some(certificate.validity().not_after.timestamp())
+}
+
 /// What [`generate_dev_certs`] wrote.
 #[derive(Debug, Clone)]
 pub struct GeneratedCerts {
@@ -206,6 +217,7 @@ pub async fn watch(
                 Ok(new) => {
                     config.reload_from_config(new);
                     metrics.reload("certificates", true);
+                    metrics.certificate_not_after(not_after(cert));
                     tracing::info!(cert = %paths.cert.display(), "serving certificate reloaded");
                 }
                 Err(error) => {

@@ -12,9 +12,30 @@ use serde_json::Value;
 use crate::pods::Pods;
 use crate::render::Rendered;
 
-/// RBAC: `get` secrets and serviceaccounts, `list` nodes at most, bound to the pods' ServiceAccount.
-/// Returns whether `list nodes` is granted.
-pub fn check_rbac(r: &Rendered, pods: &Pods) -> bool {
+/// What the ClusterRoles grant beyond `get` on secrets and serviceaccounts.
+pub struct Granted {
+    /// `list nodes` (node platform discovery).
+    pub node_list: bool,
+    /// `list` on every workload kind (the continuous audit).
+    pub workload_list: bool,
+}
+
+/// The workload kinds by API group, as the audit lists them (and the webhook rules name them).
+fn workload_resources() -> BTreeSet<(String, String)> {
+    required_rules()
+        .into_iter()
+        .flat_map(|(group, resources)| {
+            resources
+                .into_iter()
+                .filter(|r| !r.contains('/'))
+                .map(move |r| (group.to_owned(), r.to_owned()))
+        })
+        .collect()
+}
+
+/// RBAC: `get` secrets and serviceaccounts, `list` nodes at most, `list` on the workload kinds at most,
+/// bound to the pods' ServiceAccount.
+pub fn check_rbac(r: &Rendered, pods: &Pods) -> Granted {
     let account = r.one::<ServiceAccount>();
     assert_eq!(
         pods.spec.service_account_name, account.metadata.name,
@@ -42,6 +63,15 @@ pub fn check_rbac(r: &Rendered, pods: &Pods) -> bool {
                     r.source
                 );
             }
+        }
+        if workload_resources().contains(&(group.clone(), resource.clone())) {
+            assert_eq!(
+                verbs,
+                &BTreeSet::from(["list".to_owned()]),
+                "{}: {group}/{resource}: list only (the audit)",
+                r.source
+            );
+            continue;
         }
         let allowed: &[&str] = match resource.as_str() {
             "secrets" | "serviceaccounts" => &["get"],
@@ -86,7 +116,20 @@ pub fn check_rbac(r: &Rendered, pods: &Pods) -> bool {
             r.source, role.metadata.name
         );
     }
-    granted.contains_key(&(String::new(), "nodes".to_owned()))
+    let workloads = workload_resources();
+    let listed = workloads
+        .iter()
+        .filter(|k| granted.contains_key(*k))
+        .count();
+    assert!(
+        listed == 0 || listed == workloads.len(),
+        "{}: list on all workload kinds or none",
+        r.source
+    );
+    Granted {
+        node_list: granted.contains_key(&(String::new(), "nodes".to_owned())),
+        workload_list: listed == workloads.len(),
+    }
 }
 
 /// The resources each API group's webhook rule must cover (README "What is checked").

@@ -38,7 +38,15 @@ pub fn check_install(r: &Rendered) -> Install {
     let container = &pods.spec.containers[0];
     let (tls_secret, policy_files, settings) = check_mounts(r, &pods.spec, container);
     let service = check_network(r, &pods, container);
-    let node_list = check_rbac(r, &pods);
+    let granted = check_rbac(r, &pods);
+    let node_list = granted.node_list;
+    assert_eq!(
+        granted.workload_list,
+        settings.audit.is_some(),
+        "{}: `list` on the workload kinds granted exactly when the continuous audit is on",
+        r.source
+    );
+    crate::audit::check_lease_role(r, &pods, &settings);
     assert_eq!(
         node_list, settings.node_platform_discovery,
         "{}: `list nodes` granted exactly when nodePlatformDiscovery is on",

@@ -7,6 +7,7 @@
 //! missing tool fails the tests with that instruction.
 
 mod access;
+mod audit;
 mod invariants;
 mod pods;
 mod providers;

@@ -13,7 +13,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -158,12 +158,14 @@ impl Rendered {
                 ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                     round_trip::<ClusterRoleBinding>
                 }
+                ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<Role>,
+                ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<RoleBinding>,
                 ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => {
                     round_trip::<ValidatingWebhookConfiguration>
                 }
                 // Custom resources with no type here; their fields are checked where they matter.
                 ("cert-manager.io/v1", "Issuer" | "Certificate")
-                | ("monitoring.coreos.com/v1", "ServiceMonitor") => continue,
+                | ("monitoring.coreos.com/v1", "ServiceMonitor" | "PrometheusRule") => continue,
                 _ => panic!("{source}: {what} ({api_version}) has no typed check here: add one"),
             };
             check(source, &what, object);

@@ -64,6 +64,9 @@ budget does not fit in the webhook timeout. */}}
 {{- end }}
 {{- $_ := set $config "credentialProviders" (dict "config" "/etc/pullgate/credential-providers/config/config.yaml" "binDir" "/etc/pullgate/credential-providers/bin" "timeoutSeconds" .Values.credentialProviders.timeoutSeconds) }}
 {{- end }}
+{{- if .Values.audit.enabled }}
+{{- $_ := set $config "audit" (dict "intervalSeconds" .Values.audit.intervalSeconds "maxRequestsPerRegistryPerInterval" .Values.audit.maxRequestsPerRegistryPerInterval "maxSeries" .Values.audit.maxSeries "leaseName" (include "pullgate.auditLease" .) "leaseNamespace" .Release.Namespace) }}
+{{- end }}
 {{- $resolution := default dict (get $config "resolution") }}
 {{- $budget := 8.0 }}
 {{- if hasKey $resolution "budgetSeconds" }}
@@ -73,4 +76,9 @@ budget does not fit in the webhook timeout. */}}
 {{- fail (printf "config.resolution.budgetSeconds (%v) must be below webhook.timeoutSeconds (%v): the server must answer before the apiserver gives up" $budget .Values.webhook.timeoutSeconds) }}
 {{- end }}
 {{- toYaml $config }}
+{{- end }}
+
+{{/* The Lease that elects the replica running the continuous audit. */}}
+{{- define "pullgate.auditLease" -}}
+{{ include "pullgate.fullname" . }}-audit
 {{- end }}
