@@ -12,9 +12,12 @@
 //! - P5: `pullgate check --offline` over 10,000 manifests (when the binary has `check`).
 //! - P6 round trips of a cold lookup, counted in the registry's access log, next to the protocol's
 //!   minimum: an index, a single-platform image, the same behind Basic auth, a second image behind tokens.
-//! - `--soak MINUTES`: only the soak (see `load/soak.rs`).
+//! - P7: `pullgate audit` over 10,000 Pods / 1,000 distinct images (see `load/audit.rs`).
+//! - `--audit`: only P7. `--soak MINUTES`: only the soak (see `load/soak.rs`).
 #![allow(clippy::print_stdout)]
 
+#[path = "load/audit.rs"]
+mod audit;
 #[path = "load/memory.rs"]
 mod memory;
 #[path = "load/round_trips.rs"]
@@ -70,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         .map(|i| args.get(i + 1).and_then(|m| m.parse().ok()).unwrap_or(10));
     let rows = match soak_minutes {
         Some(minutes) => runtime.block_on(soak::soak(minutes))?,
+        None if args.iter().any(|a| a == "--audit") => runtime.block_on(audit::p7_audit())?,
         None => runtime.block_on(run())?,
     };
     println!();
@@ -115,6 +119,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
     if let Some(row) = memory::p5_check_offline()? {
         rows.push(row);
     }
+    rows.extend(audit::p7_audit().await?);
     Ok(rows)
 }
 

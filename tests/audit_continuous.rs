@@ -327,29 +327,6 @@ async fn one_of_two_replicas_scans_and_the_other_takes_over() {
     assert_eq!(second.sample("pullgate_audit_leader").await, 1.0);
 }
 
-/// Tags the image `repo:from` also as each of `tags` (one manifest PUT each, anonymous registry).
-async fn retag(reg: &TestRegistry, repo: &str, from: &str, tags: impl Iterator<Item = String>) {
-    let http = reqwest::Client::new();
-    let index = "application/vnd.oci.image.index.v1+json";
-    let got = http
-        .get(format!("{}/v2/{repo}/manifests/{from}", reg.url()))
-        .header("accept", index)
-        .send()
-        .await
-        .expect("GET manifest");
-    let body = got.bytes().await.expect("manifest body");
-    for tag in tags {
-        let put = http
-            .put(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
-            .header("content-type", index)
-            .body(body.clone())
-            .send()
-            .await
-            .expect("PUT manifest");
-        assert_eq!(put.status().as_u16(), 201, "tagged {tag}");
-    }
-}
-
 #[tokio::test]
 async fn the_per_interval_budget_holds_and_every_image_is_reached() {
     const BUDGET: usize = 50;
@@ -361,7 +338,7 @@ async fn the_per_interval_budget_holds_and_every_image_is_reached() {
     registry::push_image(&reg, "team/app", "v0", both())
         .await
         .expect("push");
-    retag(&reg, "team/app", "v0", (1..IMAGES).map(|n| format!("v{n}"))).await;
+    registry::retag(&reg, "team/app", "v0", (1..IMAGES).map(|n| format!("v{n}"))).await;
     let kube = FakeKube::start().await.expect("fake API");
     // 1,000 workloads naming 200 distinct images.
     for n in 0..1000 {

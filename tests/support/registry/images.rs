@@ -307,3 +307,26 @@ fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     encoder.write_all(data)?;
     encoder.finish()
 }
+
+/// Tags the image `repo:from` also as each of `tags` (one manifest PUT each, anonymous registry).
+pub async fn retag(reg: &TestRegistry, repo: &str, from: &str, tags: impl Iterator<Item = String>) {
+    let http = reqwest::Client::new();
+    let index = "application/vnd.oci.image.index.v1+json";
+    let got = http
+        .get(format!("{}/v2/{repo}/manifests/{from}", reg.url()))
+        .header("accept", index)
+        .send()
+        .await
+        .expect("GET manifest");
+    let body = got.bytes().await.expect("manifest body");
+    for tag in tags {
+        let put = http
+            .put(format!("{}/v2/{repo}/manifests/{tag}", reg.url()))
+            .header("content-type", index)
+            .body(body.clone())
+            .send()
+            .await
+            .expect("PUT manifest");
+        assert_eq!(put.status().as_u16(), 201, "tagged {tag}");
+    }
+}

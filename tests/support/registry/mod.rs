@@ -18,7 +18,7 @@ mod token;
 use token::{TokenServer, start_token_server};
 
 #[allow(unused_imports)] // each test binary uses a different part
-pub use images::{ImageKind, Platform, PushedImage, push_image, push_image_detailed};
+pub use images::{ImageKind, Platform, PushedImage, push_image, push_image_detailed, retag};
 
 use std::fs::{self, File};
 use std::io::Write as _;
