@@ -19,9 +19,10 @@ mkdir -p "$bin"
 
 # has_version EXPECTED TOOL ARGS...: TOOL exists and `TOOL ARGS` prints EXPECTED.
 has_version() {
-    local expected=$1 tool=$2
+    local expected=$1 tool=$2 out
     shift 2
-    [ -x "$tool" ] && "$tool" "$@" 2>/dev/null | grep -qF -- "$expected"
+    # Read the whole output first: `grep -q` stopping early would kill TOOL with SIGPIPE, failing the pipe.
+    [ -x "$tool" ] && out=$("$tool" "$@" 2>/dev/null) && grep -qF -- "$expected" <<<"$out"
 }
 
 # pip download PACKAGE into a fresh temp dir; prints the wheel's path.

@@ -435,3 +435,47 @@ async fn the_binary_audits_with_a_kubeconfig_and_writes_every_format() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_registry_answering_503_is_left_alone_after_its_first_answers() {
+    registry::install_crypto();
+    bounded(async {
+        let failing = support::hostile::start(
+            "127.0.0.1",
+            false,
+            support::hostile::answer(|_, _| support::hostile::status(503, "")),
+        )
+        .await;
+        let kube = FakeKube::start().await.expect("fake API");
+        for n in 0..60 {
+            let image = format!("{}/team/app{n}:v1", failing.host);
+            kube.insert_object(
+                NS,
+                "pods",
+                json!({"metadata": {"name": format!("p{n:02}")},
+                "spec": pod_spec(&image, None)}),
+            );
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = kube.kubeconfig(dir.path());
+        let mut settings = Settings::default();
+        support::webhook::insecure(&mut settings, &failing.host);
+        let (exit, out, _) = audit(config(&file, settings, AuditFormat::Json)).await;
+        assert_eq!(exit, Exit::Passed, "an unavailable registry warns: {out}");
+        // Lookups already in flight when the first 503 arrives still land (16 workloads at once); none after.
+        let hits = failing.hits().len();
+        assert!(
+            hits <= 16,
+            "{hits} requests for 60 images: not left alone after the first 503"
+        );
+        let found = findings(&out);
+        assert_eq!(found.len(), 60, "{out}");
+        assert!(
+            found
+                .iter()
+                .all(|f| f.2 == "registry-reachable" && f.3 == "warn"),
+            "{found:?}"
+        );
+    })
+    .await;
+}

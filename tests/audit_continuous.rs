@@ -279,8 +279,16 @@ async fn one_of_two_replicas_scans_and_the_other_takes_over() {
             .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
     };
     let leader = wait_for(Duration::from_secs(10), || holder(&kube)).await;
+    let before = reg.requests().len();
     let second = Serve::start(&kube, &reg, "").await;
     tokio::time::sleep(Duration::from_secs(3 * INTERVAL)).await;
+    // One scanner asks for the one image once a round (an index: one request): at most 4 rounds begin in
+    // 3 intervals; two scanners would double it.
+    let sent = reg.requests().len() - before;
+    assert!(
+        (1..=4).contains(&sent),
+        "{sent} registry requests in 3 intervals: one scanner only"
+    );
 
     assert_eq!(first.sample("pullgate_audit_leader").await, 1.0);
     assert_eq!(second.sample("pullgate_audit_leader").await, 0.0);

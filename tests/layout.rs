@@ -55,8 +55,8 @@ const ALLOWED: &[(&str, &[&str])] = &[
     (
         "audit",
         &[
-            "check", "config", "engine", "platform", "policy", "registry", "resolve", "wiring",
-            "workload",
+            "check", "config", "engine", "facts", "platform", "policy", "registry", "resolve",
+            "wiring", "workload",
         ],
     ),
     (

@@ -4,7 +4,7 @@
 //! an earlier round's cache — and the statuses are exported as metrics ([`super::status`]).
 //!
 //! - **Budget**: each registry gets at most `maxRequestsPerRegistryPerInterval` requests a round, none
-//!   after a 429; what is left over keeps its last status and is asked first next round (the round
+//!   after a 429 or 5xx (later lookups get that answer: `rate_limited`, `registry_unavailable`); what is left over keeps its last status and is asked first next round (the round
 //!   resumes where the budget ran out), so N distinct images are all re-checked within
 //!   `interval × ceil(N / budget)`.
 //! - **Spread**: a round's lookups start evenly over 80 % of the interval, not all at once.

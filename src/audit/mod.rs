@@ -6,7 +6,7 @@
 //!            -> engine  (engine::decide, as serve: pull secrets and ServiceAccounts through the API,
 //!                        node credentials and providers from the settings; registry rules, and the
 //!                        static rules with --policy-rules; each registry asked at most
-//!                        --max-requests-per-registry times, never again after a 429)
+//!                        --max-requests-per-registry times, never again after a 429 or 5xx)
 //!            -> report  (text grouped by namespace and workload | json | junit | sarif) and the exit code
 //! ```
 //!

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, PoisonError};
 
-use crate::facts::Budget;
+use crate::facts::{Budget, ResolveError};
 
 /// Where observed budgets go (the resolver's low-budget warnings).
 pub trait BudgetSink: Send + Sync {
@@ -50,19 +50,20 @@ pub struct RequestBudget {
     spent: Mutex<HashMap<String, Spent>>,
 }
 
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Spent {
     requests: u32,
-    rate_limited: bool,
+    /// The answer that made pullgate stop asking (429, 5xx).
+    backed_off: Option<ResolveError>,
 }
 
 /// Why [`RequestBudget::take`] refused a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refused {
     /// The registry's cap (the number) is used up.
     Spent(u32),
-    /// The registry answered 429 earlier in this run.
-    RateLimited,
+    /// The registry answered this (429, 5xx) earlier in this run.
+    BackedOff(ResolveError),
 }
 
 impl RequestBudget {
@@ -85,8 +86,8 @@ impl RequestBudget {
         let limit = self.limit(registry);
         let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
         let used = spent.entry(registry.to_owned()).or_default();
-        if used.rate_limited {
-            return Err(Refused::RateLimited);
+        if let Some(answer) = &used.backed_off {
+            return Err(Refused::BackedOff(answer.clone()));
         }
         if used.requests >= limit {
             return Err(Refused::Spent(limit));
@@ -95,10 +96,18 @@ impl RequestBudget {
         Ok(())
     }
 
-    /// `registry` answered 429: ask it nothing more.
-    pub fn rate_limited(&self, registry: &str) {
-        let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
-        spent.entry(registry.to_owned()).or_default().rate_limited = true;
+    /// `registry` answered `error`: when it is a 429 or a 5xx, ask it nothing more in this run.
+    pub fn observe(&self, registry: &str, error: &ResolveError) {
+        let overloaded = match error {
+            ResolveError::RateLimited(_) => true,
+            ResolveError::Server { status } => *status >= 500,
+            _ => false,
+        };
+        if overloaded {
+            let mut spent = self.spent.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = spent.entry(registry.to_owned()).or_default();
+            entry.backed_off.get_or_insert_with(|| error.clone());
+        }
     }
 
     /// Requests taken so far, per registry.
@@ -133,8 +142,19 @@ mod tests {
         assert_eq!(budget.take("ghcr.io"), Ok(()));
         assert_eq!(budget.take("ghcr.io"), Ok(()));
         assert_eq!(budget.take("ghcr.io"), Err(Refused::Spent(2)));
-        budget.rate_limited("quay.io");
-        assert_eq!(budget.take("quay.io"), Err(Refused::RateLimited));
+        let limited = ResolveError::RateLimited(String::new());
+        budget.observe("quay.io", &limited);
+        assert_eq!(budget.take("quay.io"), Err(Refused::BackedOff(limited)));
+        let broken = ResolveError::Server { status: 503 };
+        budget.observe(
+            "ghcr.io",
+            &ResolveError::NotFound(crate::facts::Missing::Manifest),
+        );
+        budget.observe("registry.example", &broken);
+        assert_eq!(
+            budget.take("registry.example"),
+            Err(Refused::BackedOff(broken))
+        );
         assert_eq!(
             budget.spent(),
             BTreeMap::from([("docker.io".to_owned(), 1), ("ghcr.io".to_owned(), 2)])

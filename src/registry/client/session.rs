@@ -96,8 +96,8 @@ impl Client {
             }
             _ => None,
         };
-        if let (Some(budget), Some(ResolveError::RateLimited(_))) = (&self.requests, &failed) {
-            budget.rate_limited(conv.registry);
+        if let (Some(budget), Some(error)) = (&self.requests, &failed) {
+            budget.observe(conv.registry, error);
         }
         let outcome = match (&result, &failed) {
             (Err(error), _) | (Ok(_), Some(error)) => Err(error),
@@ -159,9 +159,7 @@ impl Client {
                         .take(conv.registry)
                         .map_err(|refused| match refused {
                             Refused::Spent(limit) => ResolveError::RequestBudgetSpent { limit },
-                            Refused::RateLimited => ResolveError::RateLimited(
-                                "answered 429 earlier in this run: not asked again".into(),
-                            ),
+                            Refused::BackedOff(answer) => answer,
                         })?;
                 }
                 self.http
