@@ -94,6 +94,38 @@ fn api_resource(kind: WorkloadKind) -> ApiResource {
     }
 }
 
+/// What is kept of one listed object: enough to collapse owners and to audit it. Each page is reduced
+/// to these as it arrives, so the listing holds pod specs, not whole objects (status, managed fields).
+struct Read {
+    uid: Option<String>,
+    controller: Option<String>,
+    /// `None` for finished work.
+    item: Option<Listed>,
+}
+
+impl Read {
+    fn of(kind: WorkloadKind, object: &Value) -> Self {
+        let item = (!finished(kind, object)).then(|| match Workload::from_object(kind, object) {
+            Ok(workload) => Listed::Workload(Box::new(workload)),
+            Err(error) => Listed::Unreadable {
+                kind,
+                namespace: text(object, &["metadata", "namespace"])
+                    .unwrap_or_default()
+                    .to_owned(),
+                name: text(object, &["metadata", "name"])
+                    .unwrap_or_default()
+                    .to_owned(),
+                reason: error.to_string(),
+            },
+        });
+        Self {
+            uid: text(object, &["metadata", "uid"]).map(str::to_owned),
+            controller: controller(object).map(str::to_owned),
+            item,
+        }
+    }
+}
+
 /// Every object of `kind` in `scope` matching `selector`, one page of [`PAGE_SIZE`] at a time. The
 /// error says whether the API could not be reached at all (then listing other kinds is pointless).
 async fn list_kind(
@@ -102,7 +134,7 @@ async fn list_kind(
     scope: &Scope,
     selector: Option<&str>,
     pages: &mut usize,
-) -> Result<Vec<Value>, (ListError, bool)> {
+) -> Result<Vec<Read>, (ListError, bool)> {
     let resource = api_resource(kind);
     let api: Api<DynamicObject> = match scope {
         Scope::All => Api::all_with(client.clone(), &resource),
@@ -125,7 +157,7 @@ async fn list_kind(
         })?;
         for item in page.items {
             let value = serde_json::to_value(&item).map_err(|e| (failed(e.to_string()), false))?;
-            objects.push(value);
+            objects.push(Read::of(kind, &value));
         }
         if objects.len() > MAX_OBJECTS_PER_KIND {
             return Err((
@@ -196,10 +228,10 @@ fn finished(kind: WorkloadKind, object: &Value) -> bool {
 /// cannot be reached stops the listing at the first kind.
 pub async fn list(client: &kube::Client, scope: &Scope, selector: Option<&str>) -> Listing {
     let mut listing = Listing::default();
-    let mut listed: Vec<(WorkloadKind, Value)> = Vec::new();
+    let mut listed: Vec<Read> = Vec::new();
     for kind in KINDS {
         match list_kind(client, kind, scope, selector, &mut listing.pages).await {
-            Ok(objects) => listed.extend(objects.into_iter().map(|o| (kind, o))),
+            Ok(objects) => listed.extend(objects),
             Err((error, transport)) => {
                 listing.errors.push(error);
                 if transport {
@@ -209,33 +241,20 @@ pub async fn list(client: &kube::Client, scope: &Scope, selector: Option<&str>) 
         }
     }
     listing.read = listed.len();
-    let uids: HashSet<String> = listed
-        .iter()
-        .filter_map(|(_, o)| text(o, &["metadata", "uid"]).map(str::to_owned))
-        .collect();
-    for (kind, object) in listed {
-        if controller(&object).is_some_and(|uid| uids.contains(uid)) {
+    let uids: HashSet<String> = listed.iter().filter_map(|r| r.uid.clone()).collect();
+    for read in listed {
+        if read
+            .controller
+            .as_ref()
+            .is_some_and(|uid| uids.contains(uid))
+        {
             listing.collapsed += 1;
             continue;
         }
-        if finished(kind, &object) {
-            listing.finished += 1;
-            continue;
+        match read.item {
+            Some(item) => listing.items.push(item),
+            None => listing.finished += 1,
         }
-        let item = match Workload::from_object(kind, &object) {
-            Ok(workload) => Listed::Workload(Box::new(workload)),
-            Err(error) => Listed::Unreadable {
-                kind,
-                namespace: text(&object, &["metadata", "namespace"])
-                    .unwrap_or_default()
-                    .to_owned(),
-                name: text(&object, &["metadata", "name"])
-                    .unwrap_or_default()
-                    .to_owned(),
-                reason: error.to_string(),
-            },
-        };
-        listing.items.push(item);
     }
     listing
 }
