@@ -253,6 +253,69 @@ mod tests {
         })
     }
 
+    fn encode(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).expect("encodes");
+        text
+    }
+
+    fn key(name: &str) -> ContainerKey {
+        ContainerKey {
+            namespace: "shop".into(),
+            kind: WorkloadKind::Deployment,
+            name: name.into(),
+            container: "app".into(),
+        }
+    }
+
+    #[test]
+    fn series_are_one_hot_capped_and_withdrawn() {
+        let mut full = Registry::with_prefix("pullgate");
+        // Two containers need 16 series: allowed at 16, aggregated at 15.
+        let metrics = AuditMetrics::register(&mut full, 16);
+        let statuses = BTreeMap::from([(key("web"), Status::Absent), (key("api"), Status::Ok)]);
+        metrics.publish(&statuses, 1.0);
+        let text = encode(&full);
+        let one_hot = |name: &str, status: &str| {
+            format!(
+                "pullgate_workload_image_status{{namespace=\"shop\",kind=\"Deployment\",name=\"{name}\",container=\"app\",status=\"{status}\"}}"
+            )
+        };
+        assert!(
+            text.contains(&format!("{} 1\n", one_hot("web", "absent"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 0\n", one_hot("web", "ok"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1\n", one_hot("api", "ok"))),
+            "{text}"
+        );
+        assert!(
+            text.contains("pullgate_audit_images{status=\"absent\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pullgate_audit_series_limited 0\n"), "{text}");
+
+        let mut registry = Registry::with_prefix("pullgate");
+        let capped = AuditMetrics::register(&mut registry, 15);
+        capped.publish(&statuses, 1.0);
+        let text = encode(&registry);
+        assert!(!text.contains("pullgate_workload_image_status{"), "{text}");
+        assert!(
+            text.contains("pullgate_audit_images{status=\"ok\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("pullgate_audit_series_limited 1\n"), "{text}");
+
+        metrics.withdraw();
+        let text = encode(&full);
+        assert!(!text.contains("pullgate_workload_image_status{"), "{text}");
+        assert!(!text.contains("pullgate_audit_images{"), "{text}");
+    }
+
     #[test]
     fn statuses_follow_the_registry_answer() {
         let app = container("registry.example/app:v1");
