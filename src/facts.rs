@@ -56,6 +56,8 @@ pub struct RegistryNeed {
     pub resolve: bool,
     /// `platform-supported` applies: read the image's platforms too.
     pub platforms: bool,
+    /// `image-exists` applies with `suggestTags`: on a missing tag, list the repository's tags.
+    pub suggest_tags: bool,
 }
 
 /// The registry's answers for one admission, by container image field path.
@@ -88,8 +90,12 @@ pub enum ImageStatus {
         /// Problems with referenced secrets that did not stop the pull (e.g. a missing secret for a public image).
         secret_problems: Vec<SecretProblem>,
     },
-    /// The registry says the tag, digest or repository does not exist.
-    NotFound(Missing),
+    /// The registry says the tag, digest or repository does not exist; for a missing tag, the nearest
+    /// existing tags when they were asked for.
+    NotFound {
+        missing: Missing,
+        suggestions: Vec<String>,
+    },
     /// The registry wants credentials and none of the pod's work.
     AuthFailed {
         /// Each credential tried, in kubelet's order.

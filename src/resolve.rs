@@ -18,8 +18,8 @@ use crate::credentials::{
     ProviderCredentials, keyring_matches,
 };
 use crate::facts::{
-    AuthAttempt, Budget, Facts, FailureClass, ImageStatus, RegistryNeed, ResolveError, Resolved,
-    SecretProblemKind,
+    AuthAttempt, Budget, Facts, FailureClass, ImageStatus, Missing, RegistryNeed, ResolveError,
+    Resolved, SecretProblemKind,
 };
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
@@ -248,6 +248,7 @@ impl Resolver {
                         image,
                         credentials,
                         need.platforms.then_some(pod_platforms),
+                        need.suggest_tags,
                         requests,
                     )
                     .await
@@ -282,6 +283,7 @@ impl Resolver {
         image: &ImageRef,
         credentials: &PodCredentials,
         pod_platforms: Option<&platform::PodPlatforms>,
+        suggest_tags: bool,
         requests: &RequestCounter,
     ) -> ImageStatus {
         let matching = credentials.for_image(image);
@@ -328,6 +330,17 @@ impl Resolver {
                     }),
                     None => anonymous = Some(error),
                 },
+                Err(ResolveError::NotFound(Missing::Manifest))
+                    if suggest_tags && image.digest().is_none() =>
+                {
+                    // A definitive "no such tag": what tags there are, nearest first.
+                    let missing = image.effective_tag().unwrap_or("latest");
+                    let tags = self.images.tags(image, candidate, requests).await;
+                    return ImageStatus::NotFound {
+                        missing: Missing::Manifest,
+                        suggestions: crate::image::suggest::nearby_tags(missing, &tags),
+                    };
+                }
                 Err(error) => return failure(error),
             }
         }
@@ -375,7 +388,10 @@ impl Resolver {
 
 fn failure(error: ResolveError) -> ImageStatus {
     match error {
-        ResolveError::NotFound(missing) => ImageStatus::NotFound(missing),
+        ResolveError::NotFound(missing) => ImageStatus::NotFound {
+            missing,
+            suggestions: Vec::new(),
+        },
         other => ImageStatus::Failed(other),
     }
 }

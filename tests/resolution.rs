@@ -37,7 +37,7 @@ async fn existing_tag_is_allowed_and_missing_tag_is_denied_with_the_repository()
         assert_eq!(
             message(&denied),
             format!(
-                "container \"app\" (image {image}): [image-exists] tag \"v2\" not found in {}/demo/app — check the tag, or push it",
+                "container \"app\" (image {image}): [image-exists] tag \"v2\" not found in {}/demo/app — did you mean \"v1\"? — check the tag, or push it",
                 reg.host()
             )
         );

@@ -73,7 +73,7 @@ impl Status {
                 }
                 _ => Self::Ok,
             },
-            ImageStatus::NotFound(_) => Self::Absent,
+            ImageStatus::NotFound { .. } => Self::Absent,
             ImageStatus::AuthFailed {
                 attempts,
                 anonymous,
@@ -332,7 +332,10 @@ mod tests {
         };
         let cases = [
             (
-                ImageStatus::NotFound(Missing::Manifest),
+                ImageStatus::NotFound {
+                    missing: Missing::Manifest,
+                    suggestions: vec![],
+                },
                 Some(Status::Absent),
             ),
             (auth(ResolveError::Unauthorized), Some(Status::Unauthorized)),

@@ -519,5 +519,7 @@ fn check_tag(tag: &str) -> Result<(), ImageRefError> {
     })
 }
 
+pub mod suggest;
+
 #[cfg(test)]
 mod tests;

@@ -71,12 +71,21 @@ pub struct Rules {
     pub digest_pinned: Option<SimpleRule>,
     pub registry_allowed: Option<RegistryAllowedRule>,
     pub registry_deprecated: Option<RegistryDeprecatedRule>,
-    pub image_exists: Option<SimpleRule>,
+    pub image_exists: Option<ImageExistsRule>,
     pub platform_supported: Option<SimpleRule>,
     pub pull_secret_valid: Option<SimpleRule>,
     pub registry_reachable: Option<SimpleRule>,
     pub registry_tls: Option<SimpleRule>,
     pub rate_limited: Option<SimpleRule>,
+}
+
+/// `image-exists`: its action, and whether a missing tag gets "did you mean" (one `tags/list` request,
+/// on a definitive tag-not-found only; default on).
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageExistsRule {
+    pub action: Option<Action>,
+    pub suggest_tags: Option<bool>,
 }
 
 /// A rule whose only setting is its action.

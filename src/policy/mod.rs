@@ -257,6 +257,8 @@ struct CompiledPolicy {
     include: Scope,
     exclude: Scope,
     rules: Vec<(Action, RuleConfig)>,
+    /// `image-exists` runs with `suggestTags` (the default).
+    suggest_tags: bool,
 }
 
 impl CompiledPolicy {
@@ -290,7 +292,10 @@ impl CompiledPolicy {
                     },
                 )
             }),
-            simple(&r.image_exists, RuleConfig::Registry(RuleId::ImageExists)),
+            r.image_exists.as_ref().map(|s| {
+                let config = RuleConfig::Registry(RuleId::ImageExists);
+                (s.action.unwrap_or(config.id().default_action()), config)
+            }),
             simple(
                 &r.platform_supported,
                 RuleConfig::Registry(RuleId::PlatformSupported),
@@ -309,6 +314,10 @@ impl CompiledPolicy {
         Self {
             include: document.spec.include.clone(),
             exclude: document.spec.exclude.clone(),
+            suggest_tags: r
+                .image_exists
+                .as_ref()
+                .is_some_and(|s| s.suggest_tags.unwrap_or(true)),
             rules: candidates
                 .into_iter()
                 .flatten()
@@ -379,6 +388,8 @@ impl PolicySet {
 pub struct ContainerPlan {
     /// The registry rules that apply, in rule order; empty when the registry is not asked at all.
     pub registry_rules: BTreeSet<RuleId>,
+    /// A policy running `image-exists` on it wants "did you mean" for a missing tag.
+    pub suggest_tags: bool,
 }
 
 impl ContainerPlan {
@@ -387,6 +398,7 @@ impl ContainerPlan {
         RegistryNeed {
             resolve: !self.registry_rules.is_empty(),
             platforms: self.registry_rules.contains(&RuleId::PlatformSupported),
+            suggest_tags: self.suggest_tags && self.registry_rules.contains(&RuleId::ImageExists),
         }
     }
 }
@@ -420,6 +432,11 @@ pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
                 return plan;
             }
             for policy in applicable {
+                let runs_image_exists = policy
+                    .rules
+                    .iter()
+                    .any(|(_, config)| config.id() == RuleId::ImageExists);
+                plan.suggest_tags |= runs_image_exists && policy.suggest_tags;
                 plan.registry_rules.extend(
                     policy
                         .rules

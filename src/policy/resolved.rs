@@ -21,7 +21,13 @@ pub(super) fn check(
     let image = container.image.as_ref().ok()?;
     let status = resolved.images.get(&container.spec.image_path)?;
     match (id, status) {
-        (RuleId::ImageExists, ImageStatus::NotFound(missing)) => Some(not_found(image, *missing)),
+        (
+            RuleId::ImageExists,
+            ImageStatus::NotFound {
+                missing,
+                suggestions,
+            },
+        ) => Some(not_found(image, *missing, suggestions)),
         (
             RuleId::PlatformSupported,
             ImageStatus::Found {
@@ -143,7 +149,17 @@ fn failure_class(rule: RuleId) -> Option<FailureClass> {
     }
 }
 
-fn not_found(image: &ImageRef, missing: Missing) -> Outcome {
+/// `"a"`, `"a" or "b"`, `"a", "b" or "c"`.
+fn either(tags: &[String]) -> String {
+    let quoted: Vec<String> = tags.iter().map(|t| format!("{t:?}")).collect();
+    match quoted.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+fn not_found(image: &ImageRef, missing: Missing, suggestions: &[String]) -> Outcome {
     let repository = image.name();
     match (missing, image.digest(), image.effective_tag()) {
         (Missing::Repository, _, _) => Outcome::new(
@@ -154,13 +170,16 @@ fn not_found(image: &ImageRef, missing: Missing) -> Outcome {
             format!("digest {digest} not found in {repository}"),
             "check the digest, or push the image".into(),
         ),
-        (Missing::Manifest, None, tag) => Outcome::new(
-            format!(
+        (Missing::Manifest, None, tag) => {
+            let mut message = format!(
                 "tag {:?} not found in {repository}",
                 tag.unwrap_or("latest")
-            ),
-            "check the tag, or push it".into(),
-        ),
+            );
+            if !suggestions.is_empty() {
+                message.push_str(&format!(" — did you mean {}?", either(suggestions)));
+            }
+            Outcome::new(message, "check the tag, or push it".into())
+        }
     }
 }
 

@@ -71,6 +71,17 @@ pub trait ImageResolver: Send + Sync {
         requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Found, ResolveError>>;
 
+    /// The repository's tags (capped), for "did you mean" on a missing tag. Resolvers that cannot list
+    /// tags list none.
+    fn tags<'a>(
+        &'a self,
+        _image: &'a ImageRef,
+        _credential: Option<&'a Credential>,
+        _requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<Vec<String>, ResolveError>> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
     /// Whether a tag is better resolved with a `HEAD` first, so that a digest whose platforms are known
     /// costs nothing more: where manifest `GET`s count against a pull quota (`pullQuota`), and where
     /// platforms are kept between runs (the disk cache).

@@ -322,6 +322,15 @@ impl ImageResolver for DiskCache {
         })
     }
 
+    fn tags<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<Vec<String>, ResolveError>> {
+        self.inner.tags(image, credential, requests)
+    }
+
     /// Platforms are kept between runs: a `HEAD` per tag is all a later run needs.
     fn head_first(&self, _registry: &str) -> bool {
         true

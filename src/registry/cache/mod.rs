@@ -73,7 +73,7 @@ impl CacheMetrics {
         let lookups = Family::<LookupLabels, Counter>::default();
         registry.register(
             "cache_lookups",
-            "Cache lookups, by cache (digest, platforms) and result (hit, miss)",
+            "Cache lookups, by cache (digest, platforms, tags) and result (hit, miss)",
             lookups.clone(),
         );
         Self { lookups }
@@ -123,6 +123,8 @@ pub struct CachedResolver {
     inner: Arc<dyn ImageResolver>,
     digests: Cache<DigestKey, DigestOutcome>,
     platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>>,
+    /// A repository's tags by (repository, credential), kept as long as a "not found".
+    tags: Cache<(String, String), Arc<Vec<String>>>,
     /// Distinct platform lists are few: every cache entry shares one copy of its list.
     interned: std::sync::Mutex<Vec<Arc<Vec<Platform>>>>,
     metrics: Arc<CacheMetrics>,
@@ -166,6 +168,13 @@ impl CachedResolver {
                 )
                 .time_to_live(settings.platforms_ttl)
                 .build(),
+            tags: Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .weigher(|key: &(String, String), tags: &Arc<Vec<String>>| {
+                    weight(key.0.len() + key.1.len() + tags.iter().map(String::len).sum::<usize>())
+                })
+                .time_to_live(settings.not_found_ttl)
+                .build(),
             interned: std::sync::Mutex::new(Vec::new()),
             metrics,
         }
@@ -185,6 +194,27 @@ impl CachedResolver {
             interned.push(shared.clone());
         }
         shared
+    }
+
+    /// The tags of `image`'s repository as `credential` may list them, from the cache while a "not found"
+    /// would be; none when the registry will not list them (no suggestion, never a finding).
+    pub async fn tags(
+        &self,
+        image: &ImageRef,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+    ) -> Arc<Vec<String>> {
+        let key = (image.name(), fingerprint(credential));
+        let entry = self
+            .tags
+            .entry(key)
+            .or_insert_with(async {
+                let listed = self.inner.tags(image, credential, requests).await;
+                Arc::new(listed.unwrap_or_default())
+            })
+            .await;
+        self.metrics.count("tags", !entry.is_fresh());
+        entry.into_value()
     }
 
     /// Entries currently held (digest cache, platform cache), after pending maintenance.

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod http;
 pub mod manifest;
 mod session;
+mod tags;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -443,6 +444,15 @@ impl ImageResolver for Client {
         requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Found, ResolveError>> {
         Box::pin(self.each_endpoint(image, credential, requests, Op::Get { platforms }))
+    }
+
+    fn tags<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<Vec<String>, ResolveError>> {
+        Box::pin(Client::tags(self, image, credential, requests))
     }
 
     fn head_first(&self, registry: &str) -> bool {
