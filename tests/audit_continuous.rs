@@ -4,12 +4,11 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::kube::{FakeKube, dockerconfigjson_secret};
-use support::process::{Process, free_port};
+use support::process::{Process, free_port, serve_command};
 use support::registry::{self, Auth, ImageKind, Platform, RegistryOptions, TestRegistry};
 
 const NS: &str = "demo";
@@ -38,18 +37,9 @@ impl Serve {
         .expect("config");
         let port = free_port();
         let certs = dir.path().join("certs");
-        let child = Command::new(env!("CARGO_BIN_EXE_pullgate"))
-            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        let child = serve_command(port, &config, &certs)
             .arg("--kubeconfig")
             .arg(kube.kubeconfig(dir.path()))
-            .arg("--config")
-            .arg(&config)
-            .arg("--policies")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
-            .arg("--generated-cert-dir")
-            .arg(&certs)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("pullgate serve starts");
         let process = Process(child);

@@ -6,12 +6,11 @@
 
 mod support;
 
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::hostile::{self, Hit, answer};
-use support::process::{Process, free_port};
+use support::process::{Process, free_port, serve_command};
 use support::registry;
 use support::webhook::{bounded, one_container, pod_review};
 
@@ -50,17 +49,8 @@ async fn serve(server: &hostile::Server) -> Serve {
     .expect("config");
     let port = free_port();
     let certs = dir.path().join("certs");
-    let child = Command::new(env!("CARGO_BIN_EXE_pullgate"))
-        .args(["serve", "--kube-api", "off", "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--config")
-        .arg(&config)
-        .arg("--policies")
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
-        .arg("--generated-cert-dir")
-        .arg(&certs)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let child = serve_command(port, &config, &certs)
+        .args(["--kube-api", "off"])
         .spawn()
         .expect("pullgate serve starts");
     let url = format!("https://127.0.0.1:{port}");

@@ -22,6 +22,7 @@ use serde::Deserialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::keyring::{index_key, keyring_lookup, urls_match};
+use super::local::is_executable;
 use super::{Credential, CredentialSource};
 use crate::facts::CredentialOrigin;
 use crate::image::ImageRef;
@@ -551,17 +552,6 @@ async fn run(provider: &Provider, request: &str) -> Result<Vec<u8>, String> {
         return Err(format!("exited with {status}"));
     }
     Ok(stdout)
-}
-
-#[cfg(unix)]
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-}
-
-#[cfg(not(unix))]
-fn is_executable(path: &Path) -> bool {
-    path.is_file()
 }
 
 #[cfg(test)]

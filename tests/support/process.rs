@@ -33,3 +33,25 @@ pub fn free_port() -> u16 {
         .expect("addr")
         .port()
 }
+
+/// `pullgate serve` on `127.0.0.1:port` with the settings file `config`, the shipped policies and a
+/// certificate generated into `certs` (its CA at `certs/ca.pem`); output discarded. Callers add how the
+/// Kubernetes API is reached (`--kube-api off`, `--kubeconfig`).
+pub fn serve_command(
+    port: u16,
+    config: &std::path::Path,
+    certs: &std::path::Path,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"));
+    command
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .arg("--config")
+        .arg(config)
+        .arg("--policies")
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/policies"))
+        .arg("--generated-cert-dir")
+        .arg(certs)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    command
+}

@@ -31,8 +31,8 @@ struct Page {
     tags: Option<Vec<String>>,
 }
 
-/// The `rel="next"` target of a `Link` header, relative to `base`.
-fn next_link(answer: &http::Answer, base: &Url) -> Option<Url> {
+/// The `rel="next"` target of an answer's `Link` header, relative to where the answer came from.
+fn next_link(answer: &http::Answer) -> Option<Url> {
     let value = answer.headers.get("link")?.to_str().ok()?;
     value.split(',').find_map(|link| {
         let (target, params) = link.split_once(';')?;
@@ -41,7 +41,7 @@ fn next_link(answer: &http::Answer, base: &Url) -> Option<Url> {
             .any(|p| matches!(p.trim(), "rel=\"next\"" | "rel=next"))
             .then(|| {
                 let target = target.trim().trim_start_matches('<').trim_end_matches('>');
-                base.join(target).ok()
+                answer.url.join(target).ok()
             })
             .flatten()
     })
@@ -85,7 +85,7 @@ impl Client {
                     Ok(tags)
                 };
             }
-            let next = next_link(&answer, &answer.url.clone());
+            let next = next_link(&answer);
             let body = answer.body(MAX_PAGE_BYTES, "tags list").await?;
             let listed: Page = serde_json::from_slice(&body)
                 .map_err(|_| ResolveError::InvalidResponse("tags list is not JSON".into()))?;
