@@ -229,6 +229,23 @@ mod tests {
                 ),
             }
         }
+        // Zero: refused by key, except where it means something (no grace, no caching, warn never).
+        let text = template.replace('V', "0");
+        let zero_means_something = [
+            "server.shutdownGraceSeconds",
+            "resolution.tagTtlSeconds",
+            "resolution.notFoundTtlSeconds",
+            "resolution.kubernetesTtlSeconds",
+            "resolution.pullBudgetWarnBelow",
+            "rateLimitProbes[0].warnBelow",
+        ];
+        match Settings::parse(Path::new("c.yaml"), &text) {
+            Err(error) => {
+                assert!(!zero_means_something.contains(&key), "{text}: {error}");
+                assert!(error.to_string().starts_with(&format!("c.yaml: {key}")), "{text}: {error}");
+            }
+            Ok(_) => assert!(zero_means_something.contains(&key), "{text} was accepted"),
+        }
     }
 
     #[rstest]
