@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -384,4 +385,38 @@ async fn the_per_interval_budget_holds_and_every_image_is_reached() {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
+}
+
+#[tokio::test]
+async fn a_clean_stop_hands_the_lease_over_at_the_next_try() {
+    registry::install_crypto();
+    let reg = registry::start(RegistryOptions::default())
+        .await
+        .expect("registry");
+    let kube = FakeKube::start().await.expect("fake API");
+    let holder = |kube: &FakeKube| {
+        kube.lease("pullgate-system", "pullgate-audit")
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_owned))
+    };
+    let first = Serve::start(&kube, &reg, "").await;
+    let leader = wait_for(Duration::from_secs(10), || holder(&kube)).await;
+    let _second = Serve::start(&kube, &reg, "").await;
+    // Let the second see the held Lease before the first goes.
+    tokio::time::sleep(Duration::from_secs(LEASE)).await;
+    let pid = first.process.0.id().to_string();
+    let status = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(status.success());
+    let stopped = Instant::now();
+    wait_for(Duration::from_secs(3 * LEASE), || {
+        holder(&kube).filter(|h| *h != leader)
+    })
+    .await;
+    let took = stopped.elapsed();
+    eprintln!("Lease handed over {took:?} after SIGTERM (Lease duration {LEASE} s)");
+    // Released on the way out, so taken at the next try (every third of the duration), not after a
+    // whole duration of silence.
+    assert!(took < Duration::from_secs(LEASE), "{took:?}");
 }
