@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::image::{ImageRef, ImageRefError};
-use crate::platform::{PlatformMatch, PodPlatforms};
+use crate::platform::{Platform, PlatformMatch, PodPlatforms};
 use crate::workload::ContainerSpec;
 
 /// Secret type of a `config.json`-layout pull secret, the one kubelet reads besides `dockercfg`.
@@ -58,6 +58,8 @@ pub struct RegistryNeed {
     pub platforms: bool,
     /// `image-exists` applies with `suggestTags`: on a missing tag, list the repository's tags.
     pub suggest_tags: bool,
+    /// `image-size` applies: read the compressed size of what each platform the pod may land on pulls.
+    pub sizes: bool,
 }
 
 /// The registry's answers for one admission, by container image field path.
@@ -89,6 +91,8 @@ pub enum ImageStatus {
         platforms: Option<Result<PlatformMatch, ResolveError>>,
         /// Problems with referenced secrets that did not stop the pull (e.g. a missing secret for a public image).
         secret_problems: Vec<SecretProblem>,
+        /// What a node of each platform the pod may land on pulls, compressed; `None` when not asked.
+        sizes: Option<Result<Vec<PlatformSize>, ResolveError>>,
     },
     /// The registry says the tag, digest or repository does not exist; for a missing tag, the nearest
     /// existing tags when they were asked for.
@@ -117,6 +121,13 @@ pub enum ImageStatus {
     Failed(ResolveError),
     /// The admission's time budget ran out before the registry answered.
     TimedOut(Duration),
+}
+
+/// The compressed size of the image a node of `platform` pulls: its platform manifest's config and layers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlatformSize {
+    pub platform: Platform,
+    pub bytes: u64,
 }
 
 /// What a manifest lookup found missing.

@@ -244,14 +244,8 @@ impl Resolver {
                 let own_deadline = (Instant::now() + self.settings.per_image).min(deadline);
                 let work = async {
                     let _permit = limit.acquire().await;
-                    self.resolve_one(
-                        image,
-                        credentials,
-                        need.platforms.then_some(pod_platforms),
-                        need.suggest_tags,
-                        requests,
-                    )
-                    .await
+                    self.resolve_one(image, credentials, pod_platforms, *need, requests)
+                        .await
                 };
                 let status = tokio::time::timeout_at(own_deadline, work)
                     .await
@@ -277,17 +271,17 @@ impl Resolver {
     }
 
     /// One image: try the matching credentials in kubelet's order (anonymous when none match), then read
-    /// the platforms of what was found when asked to.
+    /// the platforms and sizes of what was found when `need` asks for them.
     async fn resolve_one(
         &self,
         image: &ImageRef,
         credentials: &PodCredentials,
-        pod_platforms: Option<&platform::PodPlatforms>,
-        suggest_tags: bool,
+        pod_platforms: &platform::PodPlatforms,
+        need: RegistryNeed,
         requests: &RequestCounter,
     ) -> ImageStatus {
         let matching = credentials.for_image(image);
-        let want = pod_platforms.is_some();
+        let want = need.platforms;
         // kubelet's order: the pod's (or its ServiceAccount's) secrets, the node's config, then the
         // credential provider plugins; anonymous only when none of them matches.
         let from_providers = match &self.providers {
@@ -320,7 +314,7 @@ impl Resolver {
         for candidate in candidates {
             match self.images.lookup(image, candidate, want, requests).await {
                 Ok(answer) => {
-                    found = Some(answer);
+                    found = Some((answer, candidate));
                     break;
                 }
                 Err(error) if error.class() == FailureClass::Auth => match candidate {
@@ -331,7 +325,7 @@ impl Resolver {
                     None => anonymous = Some(error),
                 },
                 Err(ResolveError::NotFound(Missing::Manifest))
-                    if suggest_tags && image.digest().is_none() =>
+                    if need.suggest_tags && image.digest().is_none() =>
                 {
                     // A definitive "no such tag": what tags there are, nearest first.
                     let missing = image.effective_tag().unwrap_or("latest");
@@ -344,7 +338,7 @@ impl Resolver {
                 Err(error) => return failure(error),
             }
         }
-        let Some(found) = found else {
+        let Some((found, credential)) = found else {
             let unverifiable = if from_providers.failures.is_empty() {
                 self.node_identity(image)
             } else {
@@ -358,9 +352,23 @@ impl Resolver {
                 unverifiable,
             };
         };
-        let platforms = match (pod_platforms, found.platforms) {
-            (Some(pod), Some(offered)) => {
-                Some(offered.map(|offered| platform::compare(&offered, pod)))
+        let sizes = match need.sizes {
+            true => Some(
+                self.images
+                    .sizes(
+                        image,
+                        &found,
+                        credential,
+                        &pod_platforms.candidates,
+                        requests,
+                    )
+                    .await,
+            ),
+            false => None,
+        };
+        let platforms = match (need.platforms, found.platforms) {
+            (true, Some(offered)) => {
+                Some(offered.map(|offered| platform::compare(&offered, pod_platforms)))
             }
             _ => None,
         };
@@ -382,6 +390,7 @@ impl Resolver {
             digest: found.digest.0,
             platforms,
             secret_problems,
+            sizes,
         }
     }
 }

@@ -22,7 +22,7 @@ async fn registry_with_realm(realm: String) -> hostile::Server {
         false,
         answer(move |hit, _| {
             if hit.authorization.as_deref() == Some("Bearer good-token") {
-                hostile::manifest(hostile::index(1, 7))
+                hostile::consistent_image(&hit.path, 7)
             } else {
                 hostile::bearer_challenge(&realm)
             }
@@ -352,7 +352,7 @@ async fn check_allows_loopback_and_still_refuses_metadata_addresses() {
         let server = hostile::start(
             "127.0.0.1",
             false,
-            answer(|_, _| hostile::manifest(hostile::index(1, 4))),
+            answer(|hit, _| hostile::consistent_image(&hit.path, 4)),
         )
         .await;
         // No network settings at all: `check` runs on the user's own machine, where loopback is normal.
@@ -410,7 +410,8 @@ async fn check_allows_loopback_and_still_refuses_metadata_addresses() {
                 ),
             }
         }
-        assert_eq!(server.hits().len(), 1, "{:?}", server.hits());
+        // The index and its amd64 manifest (image-size): loopback reached, the metadata address never.
+        assert_eq!(server.hits().len(), 2, "{:?}", server.hits());
     })
     .await;
 }

@@ -46,6 +46,9 @@ impl ImageResolver for Instant100k {
                         .parse()
                         .map_err(|_| ResolveError::InvalidResponse(String::new()))?,
                 ])),
+                contents: Some(pullgate::registry::Contents::Image {
+                    size: Some(50 << 20),
+                }),
             })
         })
     }

@@ -95,7 +95,11 @@ pub async fn p6_round_trips() -> anyhow::Result<Vec<Row>> {
     )
     .await?;
     Ok(vec![
-        row("P6 cold lookup of an image index", index, 1),
+        row(
+            "P6 cold lookup of an image index (index + the amd64 manifest, for image-size)",
+            index,
+            2,
+        ),
         row(
             "P6 cold lookup of a single-platform image (manifest + config)",
             single,

@@ -503,6 +503,25 @@ pub fn compare(image: &[Platform], pod: &PodPlatforms) -> PlatformMatch {
     }
 }
 
+/// Which of an index's entry platforms a node of platform `node` pulls, as containerd picks it: among
+/// those that [`run on`](Platform::runs_on) the node, the one nearest its own platform (its own first,
+/// then older variants in containerd's order), the first listed on a tie. `None` when none runs there.
+pub fn preferred<'a>(
+    node: &Platform,
+    offered: impl IntoIterator<Item = &'a Platform>,
+) -> Option<usize> {
+    let runnable = node.normalized().runnable();
+    offered
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, platform)| {
+            let platform = platform.normalized();
+            Some((runnable.iter().position(|p| *p == platform)?, i))
+        })
+        .min()
+        .map(|(_, i)| i)
+}
+
 /// The platforms of a cluster's nodes from their `kubernetes.io/os` and `kubernetes.io/arch` labels
 /// (nodes missing either label are skipped), normalised, sorted and without duplicates.
 pub fn from_node_labels<'a>(

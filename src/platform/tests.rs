@@ -158,3 +158,13 @@ fn compares(#[case] image: &[&str], #[case] candidates: &[&str], #[case] expecte
     let pod = PodPlatforms { candidates: ps(candidates), constrained: false };
     assert_eq!(compare(&ps(image), &pod), expected);
 }
+
+#[rstest]
+#[case::own_platform_first("linux/amd64", &["linux/386", "linux/amd64"], Some(1))]
+#[case::older_variant_when_alone("linux/arm/v7", &["linux/arm64", "linux/arm/v6"], Some(1))]
+#[case::nearest_variant("linux/arm64", &["linux/arm/v6", "linux/arm/v7"], Some(1))]
+#[case::first_listed_on_a_tie("linux/amd64", &["linux/x86_64", "linux/amd64"], Some(0))]
+#[case::nothing_runs("linux/arm64", &["linux/amd64", "windows/arm64"], None)]
+fn preferred_entry(#[case] node: &str, #[case] offered: &[&str], #[case] expected: Option<usize>) {
+    assert_eq!(preferred(&p(node), &ps(offered)), expected);
+}

@@ -77,6 +77,16 @@ pub struct Rules {
     pub registry_reachable: Option<SimpleRule>,
     pub registry_tls: Option<SimpleRule>,
     pub rate_limited: Option<SimpleRule>,
+    pub image_size: Option<ImageSizeRule>,
+}
+
+/// `image-size`: its action, and the largest compressed image a node may be asked to pull (default
+/// `2Gi`), per platform the pod may land on.
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ImageSizeRule {
+    pub action: Option<Action>,
+    pub max_compressed_size: Option<super::quantity::ByteQuantity>,
 }
 
 /// `image-exists`: its action, and whether a missing tag gets "did you mean" (one `tags/list` request,

@@ -5,6 +5,7 @@
 
 mod file;
 pub mod glob;
+pub mod quantity;
 mod resolved;
 mod rules;
 
@@ -37,11 +38,12 @@ pub enum RuleId {
     RegistryReachable,
     RegistryTls,
     RateLimited,
+    ImageSize,
 }
 
 impl RuleId {
     /// Every rule, in the order the README documents them.
-    pub const ALL: [RuleId; 12] = [
+    pub const ALL: [RuleId; 13] = [
         Self::ImageReferenceValid,
         Self::TagNotLatest,
         Self::PullPolicy,
@@ -54,6 +56,7 @@ impl RuleId {
         Self::RegistryReachable,
         Self::RegistryTls,
         Self::RateLimited,
+        Self::ImageSize,
     ];
 
     /// Whether the rule needs an answer from the image's registry.
@@ -66,6 +69,7 @@ impl RuleId {
                 | Self::RegistryReachable
                 | Self::RegistryTls
                 | Self::RateLimited
+                | Self::ImageSize
         )
     }
 
@@ -84,6 +88,7 @@ impl RuleId {
             Self::RegistryReachable => "registry-reachable",
             Self::RegistryTls => "registry-tls",
             Self::RateLimited => "rate-limited",
+            Self::ImageSize => "image-size",
         }
     }
 
@@ -94,7 +99,8 @@ impl RuleId {
             | Self::RegistryDeprecated
             | Self::RegistryReachable
             | Self::RegistryTls
-            | Self::RateLimited => Action::Warn,
+            | Self::RateLimited
+            | Self::ImageSize => Action::Warn,
             Self::ImageReferenceValid
             | Self::TagNotLatest
             | Self::DigestPinned
@@ -235,12 +241,17 @@ enum RuleConfig {
     },
     /// A rule answered from the registry's reply.
     Registry(RuleId),
+    /// `image-size`: what a node pulls must not exceed this.
+    ImageSize {
+        max: quantity::ByteQuantity,
+    },
 }
 
 impl RuleConfig {
     fn id(&self) -> RuleId {
         match self {
             Self::Registry(id) => *id,
+            Self::ImageSize { .. } => RuleId::ImageSize,
             Self::ImageReferenceValid => RuleId::ImageReferenceValid,
             Self::TagNotLatest => RuleId::TagNotLatest,
             Self::PullPolicy => RuleId::PullPolicy,
@@ -250,6 +261,9 @@ impl RuleConfig {
         }
     }
 }
+
+/// `image-size`'s limit when a policy names none: 2 GiB compressed.
+pub const DEFAULT_MAX_SIZE: u64 = 2 << 30;
 
 /// One policy, compiled: its scope and the rules it runs (rules set to `off` are dropped).
 #[derive(Debug, Clone)]
@@ -310,6 +324,13 @@ impl CompiledPolicy {
             ),
             simple(&r.registry_tls, RuleConfig::Registry(RuleId::RegistryTls)),
             simple(&r.rate_limited, RuleConfig::Registry(RuleId::RateLimited)),
+            r.image_size.as_ref().map(|s| {
+                let max = s.max_compressed_size.clone();
+                let max =
+                    max.unwrap_or_else(|| quantity::ByteQuantity::from_bytes(DEFAULT_MAX_SIZE));
+                let action = s.action.unwrap_or(RuleId::ImageSize.default_action());
+                (action, RuleConfig::ImageSize { max })
+            }),
         ];
         Self {
             include: document.spec.include.clone(),
@@ -399,6 +420,7 @@ impl ContainerPlan {
             resolve: !self.registry_rules.is_empty(),
             platforms: self.registry_rules.contains(&RuleId::PlatformSupported),
             suggest_tags: self.suggest_tags && self.registry_rules.contains(&RuleId::ImageExists),
+            sizes: self.registry_rules.contains(&RuleId::ImageSize),
         }
     }
 }
@@ -471,6 +493,7 @@ pub fn evaluate(facts: &Facts, resolved: &Resolved, policies: &PolicySet) -> Ver
                     RuleConfig::Registry(id) => {
                         resolved::check(*id, container, &facts.namespace, resolved)
                     }
+                    RuleConfig::ImageSize { max } => resolved::image_size(container, resolved, max),
                     _ => rules::check(config, container),
                 };
                 let Some(outcome) = outcome else {

@@ -1,8 +1,10 @@
 //! What the registries said about a pod's images (plain data, gathered before `evaluate`), and the
 //! registry rules that turn it into findings: `image-exists`, `platform-supported`, `pull-secret-valid`,
-//! `registry-reachable`, `registry-tls` and `rate-limited`. Wording follows the troubleshooting guide.
+//! `registry-reachable`, `registry-tls`, `rate-limited` and `image-size`. Wording follows the
+//! troubleshooting guide.
 
 use super::RuleId;
+use super::quantity::{ByteQuantity, human};
 use super::rules::Outcome;
 use crate::facts::{
     AuthAttempt, ContainerFacts, CredentialOrigin, FailureClass, ImageStatus, Missing,
@@ -137,6 +139,60 @@ pub(super) fn check(
         )),
         _ => None,
     }
+}
+
+/// `image-size`: what a node of some platform the pod may land on would pull is larger than `max`. The
+/// platforms over the limit are named, largest first, with their sizes.
+pub(super) fn image_size(
+    container: &ContainerFacts,
+    resolved: &Resolved,
+    max: &ByteQuantity,
+) -> Option<Outcome> {
+    let ImageStatus::Found {
+        sizes: Some(sizes), ..
+    } = resolved.images.get(&container.spec.image_path)?
+    else {
+        return None;
+    };
+    let sizes = match sizes {
+        Ok(sizes) => sizes,
+        // The image was found; only weighing it failed: never more than a warning.
+        Err(error) => {
+            let registry = container.image.as_ref().ok()?.registry().to_owned();
+            return Some(Outcome::tentative(
+                format!("could not read the image's size from {registry}: {error}"),
+                format!("check what {registry} serves for the image's platform manifests"),
+            ));
+        }
+    };
+    let mut over: Vec<_> = sizes.iter().filter(|s| s.bytes > max.bytes()).collect();
+    over.sort_by(|a, b| {
+        b.bytes
+            .cmp(&a.bytes)
+            .then_with(|| a.platform.cmp(&b.platform))
+    });
+    over.first()?;
+    let mut groups: Vec<(u64, Vec<String>)> = Vec::new();
+    for size in &over {
+        match groups.last_mut() {
+            Some((bytes, platforms)) if *bytes == size.bytes => {
+                platforms.push(size.platform.to_string())
+            }
+            _ => groups.push((size.bytes, vec![size.platform.to_string()])),
+        }
+    }
+    let listed: Vec<String> = groups
+        .iter()
+        .take(LISTED)
+        .map(|(bytes, platforms)| format!("{} for {}", human(*bytes), platforms.join(" and ")))
+        .collect();
+    Some(Outcome::new(
+        format!(
+            "the image is {} compressed, over the {max} limit: may hit no space left on device",
+            listed.join(", ")
+        ),
+        "smaller base image or multi-stage build; node disk: imageGCHighThresholdPercent, ephemeral-storage".into(),
+    ))
 }
 
 /// The rule that reports a failure class other than not-found and auth.

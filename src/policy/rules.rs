@@ -50,7 +50,9 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
         (Ok(image), _) => image,
     };
     match config {
-        RuleConfig::ImageReferenceValid | RuleConfig::Registry(_) => None,
+        RuleConfig::ImageReferenceValid
+        | RuleConfig::Registry(_)
+        | RuleConfig::ImageSize { .. } => None,
         RuleConfig::TagNotLatest => tag_not_latest(image),
         RuleConfig::PullPolicy => pull_policy(
             image,

@@ -238,7 +238,7 @@ fn every_registry_rule_of_the_shipped_policy_is_planned() {
         .collect();
     assert_eq!(planned(&facts, &policies(SHIPPED)), vec![all]);
     let need = plan(&facts, &policies(SHIPPED))[0].need();
-    assert!(need.resolve && need.platforms, "{need:?}");
+    assert!(need.resolve && need.platforms && need.sizes, "{need:?}");
 }
 
 #[test]
@@ -253,7 +253,7 @@ fn containers_the_registry_is_not_asked_about_have_no_plan() {
     );
     let rules = planned(&facts, &policies(SHIPPED));
     assert!(rules[0].is_empty() && rules[1].is_empty(), "{rules:?}");
-    assert_eq!(rules[2].len(), 6, "{rules:?}");
+    assert_eq!(rules[2].len(), 7, "{rules:?}");
     assert!(!plan(&facts, &policies(SHIPPED))[0].need().resolve);
 }
 
@@ -287,4 +287,117 @@ fn a_disallowed_registry_is_never_planned_for() {
         planned(&facts, &policies(text)),
         vec![vec![], vec![RuleId::ImageExists]]
     );
+}
+
+/// What the registry said of one container `name`: found, a node of each platform pulling `sizes` bytes.
+fn weighed(name: &str, sizes: &[(&str, u64)]) -> Resolved {
+    let sizes = sizes
+        .iter()
+        .map(|(platform, bytes)| crate::facts::PlatformSize {
+            platform: platform.parse().expect("platform"),
+            bytes: *bytes,
+        })
+        .collect();
+    let status = crate::facts::ImageStatus::Found {
+        digest: format!("sha256:{}", "a".repeat(64)),
+        platforms: None,
+        secret_problems: Vec::new(),
+        sizes: Some(Ok(sizes)),
+    };
+    Resolved {
+        images: BTreeMap::from([(format!("spec.containers[{name}].image"), status)]),
+        ..Resolved::default()
+    }
+}
+
+const GIB: u64 = 1 << 30;
+
+#[rstest]
+#[case::below_the_default("    image-size: {}\n", &[("linux/amd64", GIB)], None)]
+#[case::above_the_default_warns("    image-size: {}\n", &[("linux/amd64", 3 * GIB)], Some((Action::Warn, "the image is 3.0 GiB for linux/amd64 compressed, over the 2Gi limit")))]
+#[case::exactly_the_limit("    image-size: {maxCompressedSize: 2Gi}\n", &[("linux/amd64", 2 * GIB)], None)]
+#[case::own_limit_and_action("    image-size: {action: deny, maxCompressedSize: 500Mi}\n", &[("linux/amd64", 600 << 20)], Some((Action::Deny, "600.0 MiB for linux/amd64 compressed, over the 500Mi limit")))]
+#[case::only_the_platforms_over_it_named("    image-size: {maxCompressedSize: 1G}\n", &[("linux/amd64", 2 * GIB), ("linux/arm64", 900_000_000), ("linux/arm/v7", 2 * GIB)], Some((Action::Warn, "the image is 2.0 GiB for linux/amd64 and linux/arm/v7 compressed, over the 1G limit")))]
+#[case::largest_first("    image-size: {maxCompressedSize: 1Gi}\n", &[("linux/amd64", 2 * GIB), ("linux/arm64", 3 * GIB)], Some((Action::Warn, "3.0 GiB for linux/arm64, 2.0 GiB for linux/amd64 compressed")))]
+#[case::off("    image-size: {action: off}\n", &[("linux/amd64", 9 * GIB)], None)]
+fn image_size(
+    #[case] rules: &str,
+    #[case] sizes: &[(&str, u64)],
+    #[case] expected: Option<(Action, &str)>,
+) {
+    let facts = facts("demo", vec![container("app", "r.io/app:1", None)]);
+    let verdict = evaluate(&facts, &weighed("app", sizes), &policy_with(rules));
+    match (verdict.findings.as_slice(), expected) {
+        ([], None) => {}
+        ([finding], Some((action, text))) => {
+            assert_eq!((finding.rule, finding.action), (RuleId::ImageSize, action));
+            assert!(finding.message.contains(text), "{}", finding.message);
+            assert!(finding.fix.contains("multi-stage build"), "{}", finding.fix);
+        }
+        (findings, expected) => panic!("{findings:?}, expected {expected:?}"),
+    }
+}
+
+#[test]
+fn a_size_that_cannot_be_read_is_only_a_warning() {
+    let facts = facts("demo", vec![container("app", "r.io/app:1", None)]);
+    let mut resolved = weighed("app", &[]);
+    if let Some(crate::facts::ImageStatus::Found { sizes, .. }) =
+        resolved.images.values_mut().next()
+    {
+        *sizes = Some(Err(crate::facts::ResolveError::Timeout));
+    }
+    let verdict = evaluate(
+        &facts,
+        &resolved,
+        &policy_with("    image-size: {action: deny}\n"),
+    );
+    assert_eq!(fired(&verdict), vec![(RuleId::ImageSize, Action::Warn)]);
+    let message = &verdict.findings[0].message;
+    assert_eq!(
+        message,
+        "could not read the image's size from r.io: timed out"
+    );
+}
+
+#[test]
+fn a_stricter_namespace_policy_sets_its_own_limit() {
+    let two = |name: &str, ns: &str, limit: &str| {
+        format!(
+            "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: {name}}}\nspec:\n  include: {{namespaces: [{ns}]}}\n  rules:\n    image-size: {{maxCompressedSize: {limit}}}\n"
+        )
+    };
+    let set = policies(&format!(
+        "{}---\n{}",
+        two("everyone", "\"*\"", "2Gi"),
+        two("edge", "edge", "100Mi")
+    ));
+    let resolved = weighed("app", &[("linux/arm64", 300 << 20)]);
+    for (namespace, fires) in [("demo", false), ("edge", true)] {
+        let facts = facts(namespace, vec![container("app", "r.io/app:1", None)]);
+        let verdict = evaluate(&facts, &resolved, &set);
+        assert_eq!(
+            !verdict.findings.is_empty(),
+            fires,
+            "{namespace}: {verdict:?}"
+        );
+    }
+}
+
+#[rstest]
+#[case::zero("0", "must be more than zero")]
+#[case::milli("100m", "not a number of bytes")]
+#[case::words("big", "not a number of bytes")]
+fn a_bad_size_names_the_key(#[case] value: &str, #[case] reason: &str) {
+    let yaml = format!(
+        "apiVersion: pullgate.dev/v1alpha1\nkind: ImagePolicy\nmetadata: {{name: t}}\nspec:\n  rules:\n    image-size: {{maxCompressedSize: {value}}}\n"
+    );
+    let error = parse_file(Path::new("t.yaml"), &yaml)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("maxCompressedSize") || error.contains("image-size"),
+        "{error}"
+    );
+    assert!(error.contains(reason), "{error}");
 }

@@ -49,6 +49,18 @@ pub struct Found {
     /// The platforms the manifest offers, when they were asked for: an index lists them, a single
     /// image's config blob names its one platform. An error here leaves the digest standing.
     pub platforms: Option<Result<Vec<Platform>, ResolveError>>,
+    /// What the manifest holds, for sizes: `None` when its body was not read (a `HEAD`) or is not one.
+    pub contents: Option<Contents>,
+}
+
+/// What a manifest holds, as far as the size of a pull goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Contents {
+    /// A single image: what pulling it downloads (config and layers, compressed), when every
+    /// descriptor states its size.
+    Image { size: Option<u64> },
+    /// An index: the entries that name a platform, with their manifests' digests.
+    Index(Vec<(Platform, String)>),
 }
 
 /// Asks a registry about images, with one credential (or anonymously).
@@ -61,8 +73,8 @@ pub trait ImageResolver: Send + Sync {
         requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>>;
 
-    /// The manifest (by tag or digest): its digest and, with `platforms`, the platforms it offers. One
-    /// `GET` for an index, two for a single image (its config blob).
+    /// The manifest (by tag or digest): its digest, what it holds, and, with `platforms`, the platforms
+    /// it offers. One `GET`, and with `platforms` one more for a single image (its config blob).
     fn manifest<'a>(
         &'a self,
         image: &'a ImageRef,

@@ -192,6 +192,29 @@ pub fn index(entries: usize, seed: usize) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A consistent image: a one-entry linux/amd64 index whose entry is a real single-image manifest (its digest
+/// is the body's), answering `path` — the child for its own digest, the index for anything else.
+pub fn consistent_image(path: &str, seed: usize) -> Response {
+    let child = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:{seed:064x}","size":100}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"sha256:{:064x}","size":1000}}]}}"#,
+        seed + 1
+    )
+    .into_bytes();
+    let digest: String = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &child)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if path.ends_with(&format!("/manifests/sha256:{digest}")) {
+        return manifest(child);
+    }
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:{digest}","size":{},"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+        child.len()
+    );
+    manifest(index.into_bytes())
+}
+
 /// `401` with a Bearer challenge naming `realm`.
 pub fn bearer_challenge(realm: &str) -> Response {
     (

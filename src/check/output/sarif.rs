@@ -81,6 +81,10 @@ fn describe(rule: RuleId) -> (&'static str, &'static str) {
             "Registry does not rate-limit pulls",
             "The registry did not answer 429 Too Many Requests.",
         ),
+        RuleId::ImageSize => (
+            "Image fits the nodes' disk",
+            "What a node of each platform the pod may land on pulls (config and layers, compressed) is not larger than the policy's maxCompressedSize (else the pull fails with no space left on device).",
+        ),
     }
 }
 

@@ -2,6 +2,7 @@
 //! repeated CI runs do not ask the registry again. An [`ImageResolver`] layer under the in-memory caches.
 //!
 //! - digest → platforms, keyed by (repository, manifest digest): content-addressed, kept for good.
+//! - digest → contents (a single image's size, an index's platform entries), keyed and kept the same way.
 //! - a digest reference's existence, keyed by (repository@digest, credential): kept for
 //!   [`EXISTENCE_TTL`]; the credential part means a run with other (or rotated) credentials asks again.
 //! - tag → digest is never kept on disk: tags move, and a check must see where a tag points now (one
@@ -26,7 +27,7 @@ use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::{Found, ImageResolver, RequestCounter};
+use crate::registry::{Contents, Found, ImageResolver, RequestCounter};
 
 /// How long "this digest exists and this credential may pull it" is trusted.
 pub const EXISTENCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -74,6 +75,17 @@ struct ExistenceEntry {
 
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+struct ContentsEntry {
+    image: String,
+    digest: String,
+    /// A single image's size (`null` when its manifest does not state every size).
+    size: Option<u64>,
+    /// An index's entries that name a platform: `[platform, digest]`; `null` for a single image.
+    index: Option<Vec<(String, String)>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct PlatformsEntry {
     image: String,
     digest: String,
@@ -88,7 +100,7 @@ impl DiskCache {
             source,
         };
         let root = dir.join(LAYOUT);
-        for sub in ["digests", "platforms"] {
+        for sub in ["digests", "platforms", "contents"] {
             std::fs::create_dir_all(root.join(sub)).map_err(error)?;
         }
         let salt = salt(&root).map_err(error)?;
@@ -261,6 +273,49 @@ impl DiskCache {
             },
         );
     }
+
+    /// What a digest of a repository holds, when kept.
+    fn contents(&self, name: &str, digest: &str) -> Option<Contents> {
+        let path = self.path("contents", &format!("{name}@{digest}"));
+        let entry = self.read::<ContentsEntry>(&path)?;
+        if entry.image != name || entry.digest != digest {
+            return None;
+        }
+        Some(match entry.index {
+            None => Contents::Image { size: entry.size },
+            Some(entries) => Contents::Index(
+                entries
+                    .into_iter()
+                    .map(|(platform, digest)| Some((platform.parse().ok()?, digest)))
+                    .collect::<Option<_>>()?,
+            ),
+        })
+    }
+
+    fn remember_contents(&self, name: String, digest: &str, contents: &Contents) {
+        let path = self.path("contents", &format!("{name}@{digest}"));
+        let (size, index) = match contents {
+            Contents::Image { size } => (*size, None),
+            Contents::Index(entries) => (
+                None,
+                Some(
+                    entries
+                        .iter()
+                        .map(|(p, d)| (p.to_string(), d.clone()))
+                        .collect(),
+                ),
+            ),
+        };
+        self.write(
+            &path,
+            &ContentsEntry {
+                image: name,
+                digest: digest.to_owned(),
+                size,
+                index,
+            },
+        );
+    }
 }
 
 impl ImageResolver for DiskCache {
@@ -297,13 +352,22 @@ impl ImageResolver for DiskCache {
             let pinned = image
                 .digest()
                 .map(|digest| (format!("{name}@{digest}"), self.credential_key(credential)));
-            if let (Some((reference, credential_key)), true) = (&pinned, platforms) {
+            if let Some((reference, credential_key)) = &pinned {
                 let known = self.existence(reference, credential_key);
                 if let Some(digest) = known {
-                    if let Some(offered) = self.platforms(&name, &digest.0) {
+                    let contents = self.contents(&name, &digest.0);
+                    // Asked for platforms: kept platforms answer (with the contents when kept too);
+                    // asked for the manifest only: kept contents answer.
+                    let offered = platforms.then(|| self.platforms(&name, &digest.0));
+                    let hit = match &offered {
+                        Some(offered) => offered.is_some(),
+                        None => contents.is_some(),
+                    };
+                    if hit {
                         return Ok(Found {
                             digest,
-                            platforms: Some(Ok(offered)),
+                            platforms: offered.flatten().map(Ok),
+                            contents,
                         });
                     }
                 }
@@ -316,7 +380,10 @@ impl ImageResolver for DiskCache {
                 self.remember_existence(reference, credential_key, &found.digest.0);
             }
             if let Some(Ok(offered)) = &found.platforms {
-                self.remember_platforms(name, &found.digest.0, offered);
+                self.remember_platforms(name.clone(), &found.digest.0, offered);
+            }
+            if let Some(contents) = &found.contents {
+                self.remember_contents(name, &found.digest.0, contents);
             }
             Ok(found)
         })
@@ -372,6 +439,7 @@ mod tests {
                 Ok(Found {
                     digest: ManifestDigest(format!("sha256:{}", "a".repeat(64))),
                     platforms: Some(Ok(vec!["linux/arm64".parse().expect("platform")])),
+                    contents: None,
                 })
             })
         }

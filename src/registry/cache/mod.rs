@@ -6,6 +6,8 @@
 //!   kept only briefly; transient failures never cached. A digest reference is immutable and kept longer.
 //! - digest → platforms, keyed by (repository, digest): content-addressed, kept long. It is not keyed by
 //!   credential because it is only consulted after `digest` succeeded with the caller's own credential.
+//! - digest → contents (a single image's size, or an index's platform entries), keyed the same way and
+//!   for the same reason, kept as long; filled only when `image-size` asks.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +22,11 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{Found, ImageResolver, RequestCounter};
+use super::{Contents, Found, ImageResolver, RequestCounter};
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, Missing, ResolveError};
+use crate::facts::{ManifestDigest, Missing, PlatformSize, ResolveError};
 use crate::image::ImageRef;
-use crate::platform::Platform;
+use crate::platform::{self, Platform};
 
 /// How long answers are kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,7 +75,7 @@ impl CacheMetrics {
         let lookups = Family::<LookupLabels, Counter>::default();
         registry.register(
             "cache_lookups",
-            "Cache lookups, by cache (digest, platforms, tags) and result (hit, miss)",
+            "Cache lookups, by cache (digest, platforms, contents, tags) and result (hit, miss)",
             lookups.clone(),
         );
         Self { lookups }
@@ -123,6 +125,8 @@ pub struct CachedResolver {
     inner: Arc<dyn ImageResolver>,
     digests: Cache<DigestKey, DigestOutcome>,
     platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>>,
+    /// What a manifest holds (for sizes) by (repository, digest), kept as long as platforms.
+    contents: Cache<(String, ManifestDigest), Arc<Contents>>,
     /// A repository's tags by (repository, credential), kept as long as a "not found".
     tags: Cache<(String, String), Arc<Vec<String>>>,
     /// Distinct platform lists are few: every cache entry shares one copy of its list.
@@ -166,6 +170,22 @@ impl CachedResolver {
                         weight(key.0.len() + key.1.0.len())
                     },
                 )
+                .time_to_live(settings.platforms_ttl)
+                .build(),
+            contents: Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .weigher(|key: &(String, ManifestDigest), contents: &Arc<Contents>| {
+                    let held = match &**contents {
+                        Contents::Image { .. } => 0,
+                        Contents::Index(entries) => entries
+                            .iter()
+                            .map(|(p, digest)| {
+                                p.os.len() + p.architecture.len() + digest.len() + 48
+                            })
+                            .sum(),
+                    };
+                    weight(key.0.len() + key.1.0.len() + held)
+                })
                 .time_to_live(settings.platforms_ttl)
                 .build(),
             tags: Cache::builder()
@@ -237,6 +257,7 @@ impl CachedResolver {
     ) -> Result<Found, ResolveError> {
         let one_get = platforms && !self.inner.head_first(image.registry());
         let mut fetched: Option<Result<Vec<Platform>, ResolveError>> = None;
+        let mut contents = None;
         let key = (image.to_string(), fingerprint(credential));
         let entry = self
             .digests
@@ -248,6 +269,7 @@ impl CachedResolver {
                         .await
                         .map(|found| {
                             fetched = found.platforms;
+                            contents = found.contents;
                             found.digest
                         })
                 } else {
@@ -270,6 +292,7 @@ impl CachedResolver {
             return Ok(Found {
                 digest,
                 platforms: None,
+                contents: None,
             });
         }
         let platforms_key = (image.name(), digest.clone());
@@ -284,6 +307,7 @@ impl CachedResolver {
             return Ok(Found {
                 digest,
                 platforms: Some(fetched),
+                contents,
             });
         }
         let offered = self
@@ -311,7 +335,95 @@ impl CachedResolver {
         Ok(Found {
             digest,
             platforms: Some(offered),
+            contents: None,
         })
+    }
+
+    /// What a node of each of `candidates` pulls of `image` (resolved to `found`), compressed: a single
+    /// image's size for every candidate; for an index, the size of the entry each candidate's node
+    /// would pick (none for a candidate no entry runs on). Every manifest is read by digest and kept:
+    /// a digest seen before costs no request.
+    pub async fn sizes(
+        &self,
+        image: &ImageRef,
+        found: &Found,
+        credential: Option<&Credential>,
+        candidates: &[Platform],
+        requests: &RequestCounter,
+    ) -> Result<Vec<PlatformSize>, ResolveError> {
+        let top = match &found.contents {
+            Some(contents) => {
+                let contents = Arc::new(contents.clone());
+                let key = (image.name(), found.digest.clone());
+                self.contents.insert(key, contents.clone()).await;
+                contents
+            }
+            None => {
+                self.contents_of(image, &found.digest.0, credential, requests)
+                    .await?
+            }
+        };
+        let entries = match &*top {
+            Contents::Image { size: None } => return Ok(Vec::new()),
+            Contents::Image { size: Some(bytes) } => {
+                return Ok(candidates
+                    .iter()
+                    .map(|platform| PlatformSize {
+                        platform: platform.clone(),
+                        bytes: *bytes,
+                    })
+                    .collect());
+            }
+            Contents::Index(entries) => entries,
+        };
+        let mut sizes = Vec::new();
+        for candidate in candidates {
+            let Some(chosen) = platform::preferred(candidate, entries.iter().map(|(p, _)| p))
+            else {
+                continue;
+            };
+            let child = self
+                .contents_of(image, &entries[chosen].1, credential, requests)
+                .await?;
+            // A nested index, or a manifest that does not state every size: unknown.
+            if let Contents::Image { size: Some(bytes) } = *child {
+                sizes.push(PlatformSize {
+                    platform: candidate.clone(),
+                    bytes,
+                });
+            }
+        }
+        Ok(sizes)
+    }
+
+    /// What the manifest `digest` of `image`'s repository holds: from the cache, else one `GET`.
+    async fn contents_of(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+    ) -> Result<Arc<Contents>, ResolveError> {
+        let bad_digest =
+            || ResolveError::InvalidResponse(format!("the registry named a bad digest {digest:?}"));
+        let pinned = image.pinned(digest).map_err(|_| bad_digest())?;
+        let key = (image.name(), ManifestDigest(digest.to_owned()));
+        let entry = self
+            .contents
+            .entry(key)
+            .or_try_insert_with(async {
+                let found = self
+                    .inner
+                    .manifest(&pinned, credential, false, requests)
+                    .await?;
+                found.contents.map(Arc::new).ok_or_else(|| {
+                    ResolveError::InvalidResponse(format!("manifest {digest} is not a manifest"))
+                })
+            })
+            .await
+            .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
+        self.metrics.count("contents", !entry.is_fresh());
+        Ok(entry.into_value())
     }
 }
 

@@ -19,10 +19,12 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 pub enum Manifest {
     /// An index: its entries, each with the platform it names (if it names one).
     Index(Vec<Entry>),
-    /// A single image: its platform is in the config blob with this digest.
+    /// A single image: its platform is in the config blob with this digest; `size` is what a pull
+    /// downloads (config and layers, compressed), when every descriptor states its size.
     Image {
         config: String,
         config_size: Option<i64>,
+        size: Option<u64>,
     },
     /// Docker schema 1: the architecture is written in the manifest.
     Schema1(Platform),
@@ -34,7 +36,14 @@ struct RawManifest {
     schema_version: Option<i64>,
     manifests: Option<Vec<RawIndexEntry>>,
     config: Option<RawDescriptor>,
+    layers: Option<Vec<RawLayer>>,
     architecture: Option<String>,
+}
+
+/// A layer descriptor, read for its size only.
+#[derive(Debug, Deserialize)]
+struct RawLayer {
+    size: Option<i64>,
 }
 
 /// One entry of an index.
@@ -108,10 +117,33 @@ pub fn parse(body: &[u8], max_entries: usize) -> Result<Manifest, ResolveError> 
     let config = manifest.config.ok_or_else(|| {
         ResolveError::InvalidResponse("manifest has neither `manifests` nor `config`".into())
     })?;
+    let mut sizes =
+        std::iter::once(config.size).chain(manifest.layers.iter().flatten().map(|l| l.size));
+    let size = sizes.try_fold(0_u64, |total, size| {
+        total.checked_add(u64::try_from(size?).ok()?)
+    });
     Ok(Manifest::Image {
         config: config.digest,
         config_size: config.size,
+        size,
     })
+}
+
+impl Manifest {
+    /// What the manifest holds, for sizes.
+    pub fn contents(&self) -> super::super::Contents {
+        use super::super::Contents;
+        match self {
+            Self::Index(entries) => Contents::Index(
+                entries
+                    .iter()
+                    .filter_map(|e| Some((e.platform.clone()?, e.digest.clone())))
+                    .collect(),
+            ),
+            Self::Image { size, .. } => Contents::Image { size: *size },
+            Self::Schema1(_) => Contents::Image { size: None },
+        }
+    }
 }
 
 /// Read an image config blob's platform.
@@ -184,7 +216,8 @@ mod tests {
             parse(body, 1024),
             Ok(Manifest::Image {
                 config: "sha256:c".into(),
-                config_size: Some(12)
+                config_size: Some(12),
+                size: Some(12),
             })
         );
         assert_eq!(
@@ -192,6 +225,29 @@ mod tests {
             Ok(platform("linux/arm64"))
         );
         assert!(config_platform(br#"{"os":""}"#).is_err());
+    }
+
+    #[test]
+    fn a_single_image_weighs_its_config_and_layers() {
+        let size = |body: &str| match parse(body.as_bytes(), 1024) {
+            Ok(Manifest::Image { size, .. }) => size,
+            other => panic!("{other:?}"),
+        };
+        let layers =
+            r#""layers":[{"digest":"sha256:l1","size":1000},{"digest":"sha256:l2","size":24}]"#;
+        let config = r#""config":{"digest":"sha256:c","size":100}"#;
+        assert_eq!(size(&format!("{{{config},{layers}}}")), Some(1124));
+        // A descriptor without a size, or a negative one, leaves the size unknown.
+        let unsized_layer = r#""layers":[{"digest":"sha256:l1"}]"#;
+        assert_eq!(size(&format!("{{{config},{unsized_layer}}}")), None);
+        let negative = r#""layers":[{"digest":"sha256:l1","size":-5}]"#;
+        assert_eq!(size(&format!("{{{config},{negative}}}")), None);
+        let overflow = format!(
+            r#""layers":[{{"size":{}}},{{"size":{}}}]"#,
+            i64::MAX,
+            i64::MAX
+        );
+        assert_eq!(size(&format!("{{{config},{overflow}}}")), None);
     }
 
     #[test]

@@ -176,7 +176,7 @@ impl Client {
         }
     }
 
-    /// `GET` a manifest: its digest and, when asked, the platforms it offers.
+    /// `GET` a manifest: its digest, what it holds and, when asked, the platforms it offers.
     async fn get(
         &self,
         conv: &Conversation<'_>,
@@ -184,17 +184,21 @@ impl Client {
         platforms: bool,
     ) -> Result<Found, ResolveError> {
         let (digest, body) = self.fetch_manifest(conv, reference).await?;
+        let parsed = manifest::parse(&body, self.limits.index_entries);
+        let contents = parsed.as_ref().ok().map(Manifest::contents);
         if !platforms {
+            // Asked for the digest only: a body that is no manifest does not make it wrong.
             return Ok(Found {
                 digest: ManifestDigest(digest),
                 platforms: None,
+                contents,
             });
         }
-        let manifest = manifest::parse(&body, self.limits.index_entries)?;
-        let offered = self.offered(conv, manifest).await;
+        let offered = self.offered(conv, parsed?).await;
         Ok(Found {
             digest: ManifestDigest(digest),
             platforms: Some(offered),
+            contents,
         })
     }
 
@@ -246,6 +250,7 @@ impl Client {
                 Manifest::Image {
                     config,
                     config_size,
+                    ..
                 } => offered.push(self.config(conv, &config, config_size).await?),
                 Manifest::Index(entries) => {
                     for entry in entries {
@@ -336,6 +341,7 @@ impl Client {
                 Op::Head => self.head(conv, &reference).await.map(|digest| Found {
                     digest,
                     platforms: None,
+                    contents: None,
                 }),
                 Op::Get { platforms } => self.get(conv, &reference, platforms).await,
             };

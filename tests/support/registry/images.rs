@@ -11,6 +11,8 @@ pub struct Platform {
     pub os: String,
     pub arch: String,
     pub variant: Option<String>,
+    /// Bytes of incompressible filler in a second layer (none when 0), for images of a known size.
+    pub padding: usize,
 }
 
 impl Platform {
@@ -19,6 +21,7 @@ impl Platform {
             os: os.to_owned(),
             arch: arch.to_owned(),
             variant: None,
+            padding: 0,
         }
     }
 
@@ -32,6 +35,12 @@ impl Platform {
 
     pub fn with_variant(mut self, variant: &str) -> Self {
         self.variant = Some(variant.to_owned());
+        self
+    }
+
+    /// The same platform with a second layer of `bytes` incompressible bytes.
+    pub fn with_padding(mut self, bytes: usize) -> Self {
+        self.padding = bytes;
         self
     }
 
@@ -63,6 +72,7 @@ pub enum ImageKind {
         os: String,
         arch: String,
         variant: Option<String>,
+        padding: usize,
     },
     /// An OCI image index over OCI image manifests.
     OciIndex(Vec<Platform>),
@@ -76,8 +86,18 @@ pub enum ImageKind {
 
 impl ImageKind {
     pub fn single(platform: Platform) -> Self {
-        let Platform { os, arch, variant } = platform;
-        Self::Single { os, arch, variant }
+        let Platform {
+            os,
+            arch,
+            variant,
+            padding,
+        } = platform;
+        Self::Single {
+            os,
+            arch,
+            variant,
+            padding,
+        }
     }
 }
 
@@ -96,6 +116,8 @@ pub struct PushedImage {
     pub media_type: &'static str,
     /// Each platform's image manifest digest (one entry for a single image).
     pub platforms: Vec<(Platform, String)>,
+    /// Each platform's compressed size as its manifest states it (config and layers), in `platforms` order.
+    pub sizes: Vec<u64>,
 }
 
 /// The media types of one image format.
@@ -182,14 +204,25 @@ pub async fn push_image_detailed(
         _ => Shape::Named,
     };
     let (media, platforms) = match kind {
-        ImageKind::Single { os, arch, variant } => {
-            let platform = Platform { os, arch, variant };
-            let manifest = push_platform(&client, &tagged, &OCI, &platform).await?;
+        ImageKind::Single {
+            os,
+            arch,
+            variant,
+            padding,
+        } => {
+            let platform = Platform {
+                os,
+                arch,
+                variant,
+                padding,
+            };
+            let (manifest, size) = push_platform(&client, &tagged, &OCI, &platform).await?;
             push_manifest(&client, &tagged, &manifest).await?;
             return Ok(PushedImage {
                 digest: manifest.digest.clone(),
                 media_type: manifest.media_type,
                 platforms: vec![(platform, manifest.digest)],
+                sizes: vec![size],
             });
         }
         ImageKind::OciIndex(platforms)
@@ -201,8 +234,10 @@ pub async fn push_image_detailed(
 
     let mut entries = Vec::new();
     let mut pushed = Vec::new();
+    let mut sizes = Vec::new();
     for platform in platforms {
-        let manifest = push_platform(&client, &tagged, media, &platform).await?;
+        let (manifest, size) = push_platform(&client, &tagged, media, &platform).await?;
+        sizes.push(size);
         let by_digest: Reference = format!("{}/{repo}@{}", reg.host(), manifest.digest).parse()?;
         push_manifest(&client, &by_digest, &manifest).await?;
         let mut entry = manifest.descriptor();
@@ -225,16 +260,18 @@ pub async fn push_image_detailed(
         digest: index.digest,
         media_type: index.media_type,
         platforms: pushed,
+        sizes,
     })
 }
 
-/// Builds one platform's layer and config, pushes both blobs, returns the (unpushed) manifest.
+/// Builds one platform's layers and config, pushes the blobs, returns the (unpushed) manifest and the
+/// size it states (config and layers).
 async fn push_platform(
     client: &Client,
     tagged: &Reference,
     media: &MediaTypes,
     platform: &Platform,
-) -> anyhow::Result<Content> {
+) -> anyhow::Result<(Content, u64)> {
     // Not the host: the same image must have the same digest on every registry.
     let tag = tagged.tag().unwrap_or_default();
     let text = format!(
@@ -244,27 +281,57 @@ async fn push_platform(
     let tar = layer_tar(&text)?;
     let layer = Content::new(media.layer, gzip(&tar)?);
 
+    let mut layers = vec![layer];
+    let mut diff_ids = vec![sha256(&tar)];
+    if platform.padding > 0 {
+        let filler = layer_tar_bytes("pullgate-filler.bin", &filler(platform.padding, &text))?;
+        diff_ids.push(sha256(&filler));
+        layers.push(Content::new(media.layer, gzip(&filler)?));
+    }
     let mut config = platform.json();
     config["created"] = Value::from("1970-01-01T00:00:00Z");
     config["config"] = json!({ "Cmd": ["/pullgate-test.txt"] });
-    config["rootfs"] = json!({ "type": "layers", "diff_ids": [sha256(&tar)] });
+    config["rootfs"] = json!({ "type": "layers", "diff_ids": diff_ids });
     config["history"] =
         json!([{ "created": "1970-01-01T00:00:00Z", "created_by": "pullgate test harness" }]);
     let config = Content::new(media.config, serde_json::to_vec(&config)?);
 
-    for blob in [&layer, &config] {
+    for blob in layers.iter().chain([&config]) {
         client
             .push_blob(tagged, blob.bytes.clone(), &blob.digest)
             .await
             .with_context(|| format!("pushing blob {} to {tagged}", blob.digest))?;
     }
+    let size = layers
+        .iter()
+        .chain([&config])
+        .map(|b| b.bytes.len() as u64)
+        .sum();
     let manifest = json!({
         "schemaVersion": 2,
         "mediaType": media.manifest,
         "config": config.descriptor(),
-        "layers": [layer.descriptor()],
+        "layers": layers.iter().map(Content::descriptor).collect::<Vec<_>>(),
     });
-    Ok(Content::new(media.manifest, serde_json::to_vec(&manifest)?))
+    Ok((
+        Content::new(media.manifest, serde_json::to_vec(&manifest)?),
+        size,
+    ))
+}
+
+/// `len` bytes that gzip cannot shrink (xorshift seeded by `seed`), the same for the same seed.
+fn filler(len: usize, seed: &str) -> Vec<u8> {
+    let mut state = seed.bytes().fold(0x9E37_79B9_7F4A_7C15_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01B3)
+    }) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
 }
 
 async fn push_manifest(
@@ -285,9 +352,14 @@ async fn push_manifest(
 
 /// A one-file tar with fixed mode, owner and mtime.
 fn layer_tar(text: &str) -> std::io::Result<Vec<u8>> {
+    layer_tar_bytes("pullgate-test.txt", text.as_bytes())
+}
+
+/// A tar of one file `path` holding `data`, with fixed mode, owner and mtime.
+fn layer_tar_bytes(path: &str, data: &[u8]) -> std::io::Result<Vec<u8>> {
     let mut header = tar::Header::new_ustar();
-    header.set_path("pullgate-test.txt")?;
-    header.set_size(text.len() as u64);
+    header.set_path(path)?;
+    header.set_size(data.len() as u64);
     header.set_mode(0o644);
     header.set_uid(0);
     header.set_gid(0);
@@ -295,7 +367,7 @@ fn layer_tar(text: &str) -> std::io::Result<Vec<u8>> {
     header.set_entry_type(tar::EntryType::Regular);
     header.set_cksum();
     let mut builder = tar::Builder::new(Vec::new());
-    builder.append(&header, text.as_bytes())?;
+    builder.append(&header, data)?;
     builder.into_inner()
 }
 
