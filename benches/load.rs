@@ -1,9 +1,9 @@
 //! `cargo bench --bench load`: pullgate measured side by side with a baseline, on 127.0.0.1 only,
 //! bounded in time, printing one table. See README "Performance".
 //!
-//! - P1 warm path: a Deployment with 3 cached images over HTTPS, 50 concurrent connections; throughput
-//!   and p50/p99 of pullgate next to a minimal axum + rustls server that decodes the AdmissionReview and
-//!   answers `allowed` (the baseline), in the same run.
+//! - P1 warm path: a Deployment with 3 cached images over HTTPS, driven by `wrk` at 8 and 50 connections;
+//!   throughput and p99 of pullgate next to a server that only decodes the AdmissionReview with kube's
+//!   types and one that decodes nothing (the floor), alternating in the same run (see `load/warm.rs`).
 //! - P2 cold path: a pod with 10 distinct uncached images vs a pod with 1, behind a proxy adding 100 ms to
 //!   every registry request.
 //! - P3 economy: 500 concurrent admissions of one uncached image → registry manifest requests; a cached
@@ -13,7 +13,7 @@
 //! - P6 round trips of a cold lookup, counted in the registry's access log, next to the protocol's
 //!   minimum: an index, a single-platform image, the same behind Basic auth, a second image behind tokens.
 //! - P7: `pullgate audit` over 10,000 Pods / 1,000 distinct images (see `load/audit.rs`).
-//! - `--audit`: only P7. `--soak MINUTES`: only the soak (see `load/soak.rs`).
+//! - `--audit`: only P7. `--memory`: only P4. `--warm`: only P1. `--hot N`: P1's work without HTTP, N times on one thread. `--soak MINUTES`: only the soak (see `load/soak.rs`).
 #![allow(clippy::print_stdout)]
 
 #[path = "load/audit.rs"]
@@ -26,18 +26,14 @@ mod round_trips;
 mod soak;
 #[path = "../tests/support/mod.rs"]
 mod support;
+#[path = "load/warm.rs"]
+mod warm;
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::Router;
-use axum::body::Bytes;
-use axum::routing::post;
 use futures::future::BoxFuture;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use pullgate::config::LogFormat;
 use pullgate::config::RegistrySettings;
 use pullgate::config::{KubeApi, ServeConfig, Settings, TlsSource};
@@ -52,7 +48,6 @@ use serde_json::{Value, json};
 use support::registry::{self, ImageKind, RegistryOptions, TestRegistry};
 
 const CONNECTIONS: usize = 50;
-const LOAD_SECONDS: u64 = 5;
 
 struct Row {
     name: &'static str,
@@ -74,6 +69,13 @@ fn main() -> anyhow::Result<()> {
     let rows = match soak_minutes {
         Some(minutes) => runtime.block_on(soak::soak(minutes))?,
         None if args.iter().any(|a| a == "--audit") => runtime.block_on(audit::p7_audit())?,
+        None if args.iter().any(|a| a == "--warm") => runtime.block_on(warm_only())?,
+        None if args.iter().any(|a| a == "--memory") => runtime.block_on(memory::p4_memory())?,
+        None if args.iter().any(|a| a == "--hot") => {
+            let n = args.iter().position(|a| a == "--hot");
+            let n = n.and_then(|i| args.get(i + 1)?.parse().ok());
+            warm::hot(n.unwrap_or(20_000))?
+        }
         None => runtime.block_on(run())?,
     };
     println!();
@@ -111,7 +113,7 @@ async fn run() -> anyhow::Result<Vec<Row>> {
     for name in ["a", "b", "c"] {
         registry::push_image(&reg, &format!("bench/{name}"), "v1", amd64()).await?;
     }
-    rows.extend(p1_warm_path(&reg).await?);
+    rows.extend(warm::p1_warm_path(&reg).await?);
     rows.push(p2_cold_path(&reg).await?);
     rows.extend(p3_economy(&reg).await?);
     rows.extend(round_trips::p6_round_trips().await?);
@@ -121,6 +123,15 @@ async fn run() -> anyhow::Result<Vec<Row>> {
     }
     rows.extend(audit::p7_audit().await?);
     Ok(rows)
+}
+
+/// P1 alone (`--warm`).
+async fn warm_only() -> anyhow::Result<Vec<Row>> {
+    let reg = registry::start(RegistryOptions::default()).await?;
+    for name in ["a", "b", "c"] {
+        registry::push_image(&reg, &format!("bench/{name}"), "v1", amd64()).await?;
+    }
+    warm::p1_warm_path(&reg).await
 }
 
 fn amd64() -> ImageKind {
@@ -193,179 +204,8 @@ fn client(ca: &Path) -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-struct Load {
-    requests: usize,
-    errors: usize,
-    seconds: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-impl Load {
-    fn rps(&self) -> f64 {
-        self.requests as f64 / self.seconds
-    }
-}
-
-/// `CONNECTIONS` workers posting `body` for `LOAD_SECONDS` (after a short warm-up).
-async fn load(client: &reqwest::Client, url: &str, body: &[u8]) -> Load {
-    let body = Bytes::copy_from_slice(body);
-    let warm_until = Instant::now() + Duration::from_millis(500);
-    let until = warm_until + Duration::from_secs(LOAD_SECONDS);
-    let workers = (0..CONNECTIONS).map(|_| {
-        let client = client.clone();
-        let body = body.clone();
-        let url = url.to_owned();
-        tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            let mut errors = 0;
-            while Instant::now() < until {
-                let started = Instant::now();
-                let ok = match client
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(body.clone())
-                    .send()
-                    .await
-                {
-                    Ok(response) => {
-                        response.status().is_success() && response.bytes().await.is_ok()
-                    }
-                    Err(_) => false,
-                };
-                if started >= warm_until {
-                    if ok {
-                        latencies.push(started.elapsed());
-                    } else {
-                        errors += 1;
-                    }
-                }
-            }
-            (latencies, errors)
-        })
-    });
-    let mut all = Vec::new();
-    let mut errors = 0;
-    for worker in futures::future::join_all(workers)
-        .await
-        .into_iter()
-        .flatten()
-    {
-        all.extend(worker.0);
-        errors += worker.1;
-    }
-    all.sort();
-    let pick = |q: f64| {
-        all.get(((all.len() as f64 * q) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Load {
-        requests: all.len(),
-        errors,
-        seconds: LOAD_SECONDS as f64,
-        p50: pick(0.50),
-        p99: pick(0.99),
-    }
-}
-
-/// The baseline: axum + rustls, decode the AdmissionReview, answer `allowed`.
-async fn baseline(
-    request: axum::extract::Json<AdmissionReview<DynamicObject>>,
-) -> axum::Json<AdmissionReview<DynamicObject>> {
-    let converted: Result<AdmissionRequest<DynamicObject>, _> = request.0.try_into();
-    let response = match converted {
-        Ok(req) => AdmissionResponse::from(&req),
-        Err(_) => AdmissionResponse::invalid("not an AdmissionReview request"),
-    };
-    axum::Json(response.into_review())
-}
-
-async fn start_baseline(
-    certs: &Path,
-) -> anyhow::Result<(SocketAddr, axum_server::Handle<SocketAddr>)> {
-    let config = axum_server::tls_rustls::RustlsConfig::from_pem_file(
-        certs.join("tls.crt"),
-        certs.join("tls.key"),
-    )
-    .await?;
-    let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls("127.0.0.1:0".parse::<SocketAddr>()?, config)
-        .handle(handle.clone());
-    let app = Router::new().route("/validate", post(baseline));
-    tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    let addr = handle
-        .listening()
-        .await
-        .ok_or_else(|| anyhow::anyhow!("baseline did not start"))?;
-    Ok((addr, handle))
-}
-
 fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1000.0)
-}
-
-async fn p1_warm_path(reg: &TestRegistry) -> anyhow::Result<Vec<Row>> {
-    let certs = tempfile::tempdir()?;
-    let running = start_pullgate(settings_for(reg), certs.path()).await?;
-    let ca = running
-        .generated_ca
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no CA"))?;
-    let client = client(&ca)?;
-    let images: Vec<String> = ["a", "b", "c"]
-        .iter()
-        .map(|n| format!("{}/bench/{n}:v1", reg.host()))
-        .collect();
-    let body = review(containers(&images));
-    let url = format!("https://localhost:{}/validate", running.addr.port());
-    // Warm the caches, and check the answer is the real one.
-    let first: Value = client
-        .post(&url)
-        .body(body.clone())
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        first["response"]["allowed"] == true,
-        "warm-up admission not allowed: {first}"
-    );
-    let ours = load(&client, &url, &body).await;
-    running.shutdown(Duration::from_secs(5)).await?;
-
-    let (addr, handle) = start_baseline(certs.path()).await?;
-    let base_url = format!("https://localhost:{}/validate", addr.port());
-    let base = load(&client, &base_url, &body).await;
-    handle.graceful_shutdown(Some(Duration::from_secs(2)));
-
-    let ratio = ours.rps() / base.rps();
-    Ok(vec![
-        Row {
-            name: "P1 warm path throughput (Deployment, 3 cached images, 50 conns)",
-            measured: format!(
-                "pullgate {:.0} req/s ({} errors), baseline {:.0} req/s ({} errors): {ratio:.2}×",
-                ours.rps(),
-                ours.errors,
-                base.rps(),
-                base.errors
-            ),
-            target: "≥ 0.8× baseline",
-            verdict: yes(ratio >= 0.8),
-        },
-        Row {
-            name: "P1 warm path latency",
-            measured: format!(
-                "pullgate p50 {} p99 {}; baseline p50 {} p99 {}",
-                ms(ours.p50),
-                ms(ours.p99),
-                ms(base.p50),
-                ms(base.p99)
-            ),
-            target: "p99 ≤ 2 ms",
-            verdict: yes(ours.p99 <= Duration::from_millis(2)),
-        },
-    ])
 }
 
 fn yes(met: bool) -> String {

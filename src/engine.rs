@@ -94,11 +94,12 @@ pub async fn decide(
         }
     };
     let verdict = policy::evaluate(&subject.facts, &resolved, policies);
+    let mut images = resolved.images;
     let statuses = subject
         .facts
         .containers
         .iter()
-        .map(|c| resolved.images.get(&c.spec.image_path).cloned())
+        .map(|c| images.remove(&c.spec.image_path))
         .collect();
     Decision {
         verdict,

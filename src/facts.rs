@@ -41,10 +41,10 @@ impl ContainerFacts {
 
     /// What image globs are matched against: the normalised `registry/repository`, or the text as written
     /// when it does not parse.
-    pub fn scope_name(&self) -> String {
+    pub fn scope_name(&self) -> &str {
         match &self.image {
             Ok(image) => image.name(),
-            Err(_) => self.spec.image.clone(),
+            Err(_) => &self.spec.image,
         }
     }
 }

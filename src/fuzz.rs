@@ -49,7 +49,8 @@ pub fn admission(data: &[u8]) {
         return;
     };
     let decision = futures::executor::block_on(engine::decide(&subject, policies(), None));
-    let _ = crate::admission::respond(&request.review, &decision.verdict);
+    let response = crate::admission::respond(&request.review, &decision.verdict);
+    let _ = crate::admission::encode(&response);
     let _ = policy::plan(&subject.facts, policies());
 }
 

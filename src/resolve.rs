@@ -168,7 +168,7 @@ impl Resolver {
         let name = image.name();
         self.node_identity_registries
             .iter()
-            .any(|pattern| keyring_matches(pattern, &name))
+            .any(|pattern| keyring_matches(pattern, name))
             .then(|| {
                 format!(
                     "nodes usually pull from {} with their cloud identity (a kubelet credential provider), which pullgate has not been given",
@@ -234,8 +234,22 @@ impl Resolver {
             resolved.pod_platforms = Some(pod_platforms);
             return resolved;
         }
+        // The fast path: every image answered by the caches alone, in turn, with no task, permit or
+        // timer; whatever the caches do not hold goes the full way below.
+        let mut asked = Vec::new();
+        for (path, image, need) in &wanted {
+            match self
+                .cached_status(image, &credentials, &pod_platforms, *need)
+                .await
+            {
+                Some(status) => {
+                    resolved.images.insert((*path).to_owned(), status);
+                }
+                None => asked.push((*path, *image, *need)),
+            }
+        }
         let requests = RequestCounter::default();
-        let lookups = wanted.iter().map(|(path, image, need)| {
+        let lookups = asked.iter().map(|(path, image, need)| {
             let credentials = &credentials;
             let pod_platforms = &pod_platforms;
             let requests = &requests;
@@ -253,10 +267,11 @@ impl Resolver {
                 ((*path).to_owned(), status)
             }
         });
-        resolved.images = futures::future::join_all(lookups)
-            .await
-            .into_iter()
-            .collect();
+        if !asked.is_empty() {
+            resolved
+                .images
+                .extend(futures::future::join_all(lookups).await);
+        }
         let low = self.low_budgets.borrow();
         resolved.low_budgets = wanted
             .iter()
@@ -366,32 +381,73 @@ impl Resolver {
             ),
             false => None,
         };
-        let platforms = match (need.platforms, found.platforms) {
-            (true, Some(offered)) => {
-                Some(offered.map(|offered| platform::compare(&offered, pod_platforms)))
-            }
-            _ => None,
-        };
-        // A secret without an entry for this registry is normal when another one has it; an unreadable
-        // secret (no API) says nothing about an image that pulled (start-up already logs it).
-        let secret_problems = matching
-            .problems
-            .into_iter()
-            .filter(|p| {
-                !p.is_missing_default_service_account()
-                    && !matches!(
-                        p.kind,
-                        SecretProblemKind::NoEntryForRegistry { .. }
-                            | SecretProblemKind::ApiUnavailable { .. }
-                    )
-            })
-            .collect();
-        ImageStatus::Found {
-            digest: found.digest.0,
-            platforms,
-            secret_problems,
-            sizes,
+        found_status(found, sizes, need, pod_platforms, matching.problems)
+    }
+
+    /// One image from the caches alone, when they hold all `need` asks for with the credential kubelet
+    /// would try first; `None` sends it the full way (also whenever credential providers are in play,
+    /// or the image was not found).
+    async fn cached_status(
+        &self,
+        image: &ImageRef,
+        credentials: &PodCredentials,
+        pod_platforms: &platform::PodPlatforms,
+        need: RegistryNeed,
+    ) -> Option<ImageStatus> {
+        if self.providers.is_some() {
+            return None;
         }
+        let matching = credentials.for_image(image);
+        let credential = matching.candidates.first();
+        let candidates = need.sizes.then_some(pod_platforms.candidates.as_slice());
+        let (found, sizes) = self
+            .images
+            .warm(image, credential, need.platforms, candidates)
+            .await?;
+        let sizes = sizes.map(Ok);
+        Some(found_status(
+            found,
+            sizes,
+            need,
+            pod_platforms,
+            matching.problems,
+        ))
+    }
+}
+
+/// The status of a found image: its platforms compared with where the pod may land, its sizes, and the
+/// secret problems worth reporting although it pulls.
+fn found_status(
+    found: crate::registry::Found,
+    sizes: Option<Result<Vec<crate::facts::PlatformSize>, ResolveError>>,
+    need: RegistryNeed,
+    pod_platforms: &platform::PodPlatforms,
+    problems: Vec<crate::facts::SecretProblem>,
+) -> ImageStatus {
+    let platforms = match (need.platforms, found.platforms) {
+        (true, Some(offered)) => {
+            Some(offered.map(|offered| platform::compare(&offered, pod_platforms)))
+        }
+        _ => None,
+    };
+    // A secret without an entry for this registry is normal when another one has it; an unreadable
+    // secret (no API) says nothing about an image that pulled (start-up already logs it).
+    let secret_problems = problems
+        .into_iter()
+        .filter(|p| {
+            !p.is_missing_default_service_account()
+                && !matches!(
+                    p.kind,
+                    SecretProblemKind::NoEntryForRegistry { .. }
+                        | SecretProblemKind::ApiUnavailable { .. }
+                )
+        })
+        .collect();
+    ImageStatus::Found {
+        digest: found.digest.0,
+        platforms,
+        secret_problems,
+        sizes,
     }
 }
 

@@ -100,8 +100,9 @@ pub async fn p7_audit() -> anyhow::Result<Vec<Row>> {
                 wall.as_secs_f64(),
                 status.code().unwrap_or(-1)
             ),
-            target: "one request per distinct image",
-            verdict: if requests == IMAGES && workloads == PODS as u64 {
+            // Every tag names the same index: image-size reads its amd64 manifest once, by digest.
+            target: "one request per distinct image, + 1 platform manifest (image-size)",
+            verdict: if requests == IMAGES + 1 && workloads == PODS as u64 {
                 "yes".into()
             } else {
                 "NO".into()

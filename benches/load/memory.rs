@@ -18,7 +18,7 @@ fn rss_mib(pid: &str) -> Option<f64> {
 }
 
 /// An instant in-memory resolver, to fill the caches without a registry.
-struct Instant100k;
+pub struct Instant100k;
 
 impl ImageResolver for Instant100k {
     fn digest<'a>(

@@ -127,7 +127,7 @@ impl DockerConfig {
     pub fn matching(&self, image: &ImageRef) -> Vec<(String, String)> {
         keyring_lookup(
             self.indexed_entries(),
-            &image.name(),
+            image.name(),
             image.registry() == "docker.io",
         )
         .into_iter()

@@ -287,13 +287,13 @@ impl PodCredentials {
             (Some(node), Some(origin)) => keyring_lookup(
                 node.indexed_entries()
                     .map(|(key, entry)| (key, (origin, entry))),
-                &target,
+                target,
                 hub,
             ),
             _ => Vec::new(),
         };
         let mut seen = HashSet::new();
-        let candidates = keyring_lookup(from_secrets, &target, hub)
+        let candidates = keyring_lookup(from_secrets, target, hub)
             .into_iter()
             .chain(from_node)
             .filter(|(_, entry)| seen.insert((&entry.username, &entry.password)))

@@ -304,7 +304,7 @@ impl CredentialProviders {
         let name = image.name();
         self.providers
             .iter()
-            .any(|p| p.match_images.iter().any(|m| urls_match(m, &name)))
+            .any(|p| p.match_images.iter().any(|m| urls_match(m, name)))
     }
 
     /// Whether some provider asks for ServiceAccount tokens (`tokenAttributes`).
@@ -318,7 +318,7 @@ impl CredentialProviders {
         let registry_key = name.split('/').next().unwrap_or_default().to_owned();
         let mut out = ProviderCredentials::default();
         for (index, provider) in self.providers.iter().enumerate() {
-            if !provider.match_images.iter().any(|m| urls_match(m, &name)) {
+            if !provider.match_images.iter().any(|m| urls_match(m, name)) {
                 continue;
             }
             let scope = provider
@@ -340,7 +340,7 @@ impl CredentialProviders {
             }
             let answer = match cached {
                 Some(answer) => answer,
-                None => match self.ask(provider, &name, asker).await {
+                None => match self.ask(provider, name, asker).await {
                     Ok(None) => continue,
                     Ok(Some((answer, key_type))) => {
                         let answer = Arc::new(answer);
@@ -372,7 +372,7 @@ impl CredentialProviders {
                 .map(|(key, entry)| (key.as_str(), entry));
             let hub = image.registry() == "docker.io";
             out.credentials.extend(
-                keyring_lookup(indexed, &name, hub)
+                keyring_lookup(indexed, name, hub)
                     .into_iter()
                     .map(|entry| Credential::new(&entry.username, &entry.password, origin.clone())),
             );

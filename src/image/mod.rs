@@ -42,6 +42,8 @@ pub struct ImageRef {
     original: String,
     registry: RegistryHost,
     repository: String,
+    /// `registry/repository`, made once: scoping, caches and messages read it on every admission.
+    name: String,
     tag: Option<String>,
     digest: Option<Digest>,
 }
@@ -55,9 +57,10 @@ impl ImageRef {
     /// The same repository pinned to `digest` (what a tag resolved to): `registry/repository@digest`.
     pub fn pinned(&self, digest: &str) -> Result<ImageRef, ImageRefError> {
         Ok(Self {
-            original: format!("{}/{}@{digest}", self.registry, self.repository),
+            original: format!("{}@{digest}", self.name),
             registry: self.registry.clone(),
             repository: self.repository.clone(),
+            name: self.name.clone(),
             tag: None,
             digest: Some(digest.parse()?),
         })
@@ -104,8 +107,8 @@ impl ImageRef {
     }
 
     /// `registry/repository`, without tag or digest, e.g. `docker.io/library/nginx`.
-    pub fn name(&self) -> String {
-        format!("{}/{}", self.registry, self.repository)
+    pub fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -155,6 +158,7 @@ impl FromStr for ImageRef {
         }
         Ok(Self {
             original: s.to_owned(),
+            name: format!("{registry}/{repository}"),
             registry: RegistryHost(registry.to_owned()),
             repository,
             tag: tag.map(str::to_owned),
@@ -166,7 +170,7 @@ impl FromStr for ImageRef {
 impl fmt::Display for ImageRef {
     /// Fully normalised: `docker.io/library/nginx:latest`, `reg/app:v1@sha256:…`, `reg/app@sha256:…`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.registry, self.repository)?;
+        f.write_str(&self.name)?;
         if let Some(tag) = self.effective_tag() {
             write!(f, ":{tag}")?;
         }

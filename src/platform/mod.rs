@@ -80,6 +80,26 @@ impl Platform {
         }
     }
 
+    /// Whether the platform is in [`normalized`](Platform::normalized) form already (so normalising
+    /// it would give an equal copy).
+    pub fn is_normalized(&self) -> bool {
+        let lower = |s: &str| !s.bytes().any(|b| b.is_ascii_uppercase());
+        let variant = self.variant.as_deref().unwrap_or("");
+        let os_done = lower(&self.os) && self.os != "macos";
+        let arch_done = lower(&self.architecture)
+            && lower(variant)
+            && !matches!(
+                (self.architecture.as_str(), variant),
+                (
+                    "i386" | "x86_64" | "x86-64" | "aarch64" | "armhf" | "armel",
+                    _
+                ) | ("amd64", "v1")
+                    | ("arm64", "8" | "v8")
+                    | ("arm", "" | "5" | "6" | "7" | "8")
+            );
+        os_done && arch_done && self.variant.as_deref() != Some("")
+    }
+
     /// Whether an image built for `self` runs on a node of platform `node`, as containerd's
     /// `platforms.Only(node)` decides: the node's own platform or an older one it can execute
     /// (`386` on `amd64`, `arm/v6` on `arm/v7`, `arm/v7` on `arm64`, ...).
@@ -479,21 +499,29 @@ pub enum PlatformMatch {
 /// [`runs_on`](Platform::runs_on) it. Entries whose os or architecture is `unknown` (attestation
 /// manifests in OCI indexes) are ignored.
 pub fn compare(image: &[Platform], pod: &PodPlatforms) -> PlatformMatch {
-    let offered: BTreeSet<Platform> = image
+    // Images usually list their platforms normalised already: borrow those, normalise the rest.
+    let offered: Vec<std::borrow::Cow<Platform>> = image
         .iter()
         .filter(|p| !p.os.eq_ignore_ascii_case(UNKNOWN))
         .filter(|p| !p.architecture.eq_ignore_ascii_case(UNKNOWN))
-        .map(Platform::normalized)
+        .map(|p| match p.is_normalized() {
+            true => std::borrow::Cow::Borrowed(p),
+            false => std::borrow::Cow::Owned(p.normalized()),
+        })
         .collect();
+    let has = |wanted: &Platform| offered.iter().any(|p| **p == *wanted);
+    // Candidates are normalised (see `pod_platforms`): a node's own platform first, the older ones it
+    // runs only when that is not offered.
     let missing: Vec<Platform> = pod
         .candidates
         .iter()
-        .filter(|node| !offered.iter().any(|p| p.runs_on(node)))
+        .filter(|node| !has(node) && !node.runnable().iter().any(&has))
         .cloned()
         .collect();
     if missing.is_empty() {
         PlatformMatch::All
     } else if missing.len() == pod.candidates.len() {
+        let offered: BTreeSet<Platform> = offered.into_iter().map(|p| p.into_owned()).collect();
         PlatformMatch::None {
             wanted: pod.candidates.clone(),
             offered: offered.into_iter().collect(),

@@ -168,3 +168,29 @@ fn compares(#[case] image: &[&str], #[case] candidates: &[&str], #[case] expecte
 fn preferred_entry(#[case] node: &str, #[case] offered: &[&str], #[case] expected: Option<usize>) {
     assert_eq!(preferred(&p(node), &ps(offered)), expected);
 }
+
+#[rstest]
+#[case("linux/amd64")]
+#[case("linux/amd64/v1")]
+#[case("linux/x86_64")]
+#[case("Linux/amd64")]
+#[case("macos/arm64")]
+#[case("linux/aarch64")]
+#[case("linux/arm64/v8")]
+#[case("linux/arm64/v8.2")]
+#[case("linux/arm")]
+#[case("linux/arm/7")]
+#[case("linux/arm/v7")]
+#[case("linux/armhf")]
+#[case("linux/i386")]
+#[case("windows/amd64")]
+#[case("linux/AMD64")]
+#[case("linux/arm/V7")]
+fn is_normalized_agrees_with_normalized(#[case] text: &str) {
+    let platform = p(text);
+    assert_eq!(
+        platform.is_normalized(),
+        platform.normalized() == platform,
+        "{text}"
+    );
+}

@@ -71,7 +71,7 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
         }),
         RuleConfig::RegistryAllowed { allow, deny } => {
             let name = image.name();
-            if let Some(pattern) = deny.iter().find(|g| g.matches(&name)) {
+            if let Some(pattern) = deny.iter().find(|g| g.matches(name)) {
                 return outcome(
                     format!(
                         "{name} matches the denied pattern {:?}",
@@ -80,7 +80,7 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
                     "use an image from an allowed registry",
                 );
             }
-            if !allow.is_empty() && !allow.iter().any(|g| g.matches(&name)) {
+            if !allow.is_empty() && !allow.iter().any(|g| g.matches(name)) {
                 let list: Vec<String> = allow.iter().map(ToString::to_string).collect();
                 return outcome(
                     format!("{name} is not from an allowed registry"),

@@ -11,14 +11,13 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::ConnectionShutdown;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, Operation};
+use kube::core::admission::{AdmissionResponse, Operation};
 use tracing::Instrument;
 
 use super::body::{self, BodyLimits};
 use super::metrics::Metrics;
 use super::reload::PolicyStore;
-use crate::admission::{self, BadReview, ReviewError};
+use crate::admission::{self, BadReview, ReviewError, ReviewRequest};
 use crate::engine::Decision;
 use crate::resolve::Resolver;
 use crate::workload::WorkloadKind;
@@ -68,7 +67,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 /// JSON response with the given status.
 fn review_response(status: StatusCode, response: AdmissionResponse) -> Response {
-    match serde_json::to_vec(&response.into_review()) {
+    match admission::encode(&response) {
         Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(error) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -100,7 +99,8 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
         uid = %review.uid,
         kind = %review.kind.kind,
         namespace = review.namespace.as_deref().unwrap_or(""),
-        name = %review.name,
+        // Not `name`: a JSON log writes the span's own name under that key.
+        object = %review.name,
         operation = ?review.operation,
         dry_run = review.dry_run,
     );
@@ -157,7 +157,7 @@ async fn read_body(
 /// Count the answered admission and write its one log line.
 fn record(
     metrics: &Metrics,
-    review: &AdmissionRequest<DynamicObject>,
+    review: &ReviewRequest,
     response: &AdmissionResponse,
     decision: Option<&Decision>,
     elapsed: std::time::Duration,
@@ -187,7 +187,8 @@ fn record(
         rules = ?fired,
         warnings = response.warnings.as_ref().map_or(0, Vec::len),
         registry_calls = decision.map_or(0, |d| d.registry_calls),
-        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        // Whole microseconds: `28.663`, never `28.662650000000003`.
+        duration_ms = elapsed.as_micros() as f64 / 1000.0,
         "admission decided"
     );
 }

@@ -355,10 +355,10 @@ impl ImageResolver for DiskCache {
             if let Some((reference, credential_key)) = &pinned {
                 let known = self.existence(reference, credential_key);
                 if let Some(digest) = known {
-                    let contents = self.contents(&name, &digest.0);
+                    let contents = self.contents(name, &digest.0);
                     // Asked for platforms: kept platforms answer (with the contents when kept too);
                     // asked for the manifest only: kept contents answer.
-                    let offered = platforms.then(|| self.platforms(&name, &digest.0));
+                    let offered = platforms.then(|| self.platforms(name, &digest.0));
                     let hit = match &offered {
                         Some(offered) => offered.is_some(),
                         None => contents.is_some(),
@@ -380,10 +380,10 @@ impl ImageResolver for DiskCache {
                 self.remember_existence(reference, credential_key, &found.digest.0);
             }
             if let Some(Ok(offered)) = &found.platforms {
-                self.remember_platforms(name.clone(), &found.digest.0, offered);
+                self.remember_platforms(name.to_owned(), &found.digest.0, offered);
             }
             if let Some(contents) = &found.contents {
-                self.remember_contents(name, &found.digest.0, contents);
+                self.remember_contents(name.to_owned(), &found.digest.0, contents);
             }
             Ok(found)
         })

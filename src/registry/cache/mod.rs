@@ -16,6 +16,7 @@ use moka::Expiry;
 use moka::future::Cache;
 
 pub mod disk;
+mod warm;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -63,10 +64,14 @@ struct LookupLabels {
     result: &'static str,
 }
 
+/// The caches, as the `cache` label names them.
+const CACHES: [&str; 4] = ["digest", "platforms", "contents", "tags"];
+
 /// `pullgate_cache_lookups`: hits and misses of the in-memory caches.
 #[derive(Debug)]
 pub struct CacheMetrics {
-    lookups: Family<LookupLabels, Counter>,
+    /// (hit, miss) of each of [`CACHES`], made once: counting costs no label lookup.
+    counters: [(Counter, Counter); 4],
 }
 
 impl CacheMetrics {
@@ -78,23 +83,37 @@ impl CacheMetrics {
             "Cache lookups, by cache (digest, platforms, contents, tags) and result (hit, miss)",
             lookups.clone(),
         );
-        Self { lookups }
+        let counter = |cache: &'static str, result: &'static str| {
+            lookups
+                .get_or_create(&LookupLabels { cache, result })
+                .clone()
+        };
+        Self {
+            counters: CACHES.map(|cache| (counter(cache, "hit"), counter(cache, "miss"))),
+        }
     }
 
     fn count(&self, cache: &'static str, hit: bool) {
-        self.lookups
-            .get_or_create(&LookupLabels {
-                cache,
-                result: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+        let index = CACHES.iter().position(|c| *c == cache).unwrap_or(0);
+        let (hits, misses) = &self.counters[index];
+        if hit {
+            hits.inc()
+        } else {
+            misses.inc()
+        };
     }
 }
 
-/// A cached digest lookup: found, or definitively not found.
+/// A cached digest lookup: found (with, when the lookup's own `GET` read a single image, its size:
+/// `Some(None)` when the manifest does not state every size), or definitively not found. The size is
+/// kept inline (no allocation: 100k entries are measured) so that lookups waiting on the same tag, and
+/// the warm path, need no other cache for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum DigestOutcome {
-    Found(ManifestDigest),
+    Found {
+        digest: ManifestDigest,
+        size: Option<Option<u64>>,
+    },
     NotFound(Missing),
 }
 
@@ -113,8 +132,8 @@ impl Expiry<DigestKey, DigestOutcome> for DigestExpiry {
     ) -> Option<Duration> {
         Some(match value {
             DigestOutcome::NotFound(_) => self.0.not_found_ttl,
-            DigestOutcome::Found(_) if key.0.contains('@') => self.0.digest_ttl,
-            DigestOutcome::Found(_) => self.0.tag_ttl,
+            DigestOutcome::Found { .. } if key.0.contains('@') => self.0.digest_ttl,
+            DigestOutcome::Found { .. } => self.0.tag_ttl,
         })
     }
 }
@@ -155,7 +174,7 @@ impl CachedResolver {
                 .max_capacity(settings.max_bytes)
                 .weigher(|key: &DigestKey, value: &DigestOutcome| {
                     let value = match value {
-                        DigestOutcome::Found(digest) => digest.0.len(),
+                        DigestOutcome::Found { digest, .. } => digest.0.len(),
                         DigestOutcome::NotFound(_) => 0,
                     };
                     weight(key.0.len() + key.1.len() + value)
@@ -224,7 +243,7 @@ impl CachedResolver {
         credential: Option<&Credential>,
         requests: &RequestCounter,
     ) -> Arc<Vec<String>> {
-        let key = (image.name(), fingerprint(credential));
+        let key = (image.name().to_owned(), fingerprint(credential));
         let entry = self
             .tags
             .entry(key)
@@ -275,8 +294,12 @@ impl CachedResolver {
                 } else {
                     self.inner.digest(image, credential, requests).await
                 };
+                let size = match &contents {
+                    Some(Contents::Image { size }) => Some(*size),
+                    _ => None,
+                };
                 match answer {
-                    Ok(digest) => Ok(DigestOutcome::Found(digest)),
+                    Ok(digest) => Ok(DigestOutcome::Found { digest, size }),
                     Err(ResolveError::NotFound(missing)) => Ok(DigestOutcome::NotFound(missing)),
                     Err(error) => Err(error),
                 }
@@ -284,18 +307,20 @@ impl CachedResolver {
             .await
             .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
         self.metrics.count("digest", !entry.is_fresh());
-        let digest = match entry.into_value() {
-            DigestOutcome::Found(digest) => digest,
+        let (digest, size) = match entry.into_value() {
+            DigestOutcome::Found { digest, size } => (digest, size),
             DigestOutcome::NotFound(missing) => return Err(ResolveError::NotFound(missing)),
         };
+        // A lookup that waited on another one's GET learns the single image's size from the entry.
+        let contents = contents.or(size.map(|size| Contents::Image { size }));
         if !platforms {
             return Ok(Found {
                 digest,
                 platforms: None,
-                contents: None,
+                contents,
             });
         }
-        let platforms_key = (image.name(), digest.clone());
+        let platforms_key = (image.name().to_owned(), digest.clone());
         if let Some(fetched) = fetched {
             // This lookup's own GET read them: not a cache hit.
             self.metrics.count("platforms", false);
@@ -335,7 +360,7 @@ impl CachedResolver {
         Ok(Found {
             digest,
             platforms: Some(offered),
-            contents: None,
+            contents,
         })
     }
 
@@ -354,7 +379,7 @@ impl CachedResolver {
         let top = match &found.contents {
             Some(contents) => {
                 let contents = Arc::new(contents.clone());
-                let key = (image.name(), found.digest.clone());
+                let key = (image.name().to_owned(), found.digest.clone());
                 self.contents.insert(key, contents.clone()).await;
                 contents
             }
@@ -404,14 +429,17 @@ impl CachedResolver {
         credential: Option<&Credential>,
         requests: &RequestCounter,
     ) -> Result<Arc<Contents>, ResolveError> {
-        let bad_digest =
-            || ResolveError::InvalidResponse(format!("the registry named a bad digest {digest:?}"));
-        let pinned = image.pinned(digest).map_err(|_| bad_digest())?;
-        let key = (image.name(), ManifestDigest(digest.to_owned()));
+        let key = (image.name().to_owned(), ManifestDigest(digest.to_owned()));
         let entry = self
             .contents
             .entry(key)
             .or_try_insert_with(async {
+                // Only a miss needs the reference: pinning parses the digest.
+                let pinned = image.pinned(digest).map_err(|_| {
+                    ResolveError::InvalidResponse(format!(
+                        "the registry named a bad digest {digest:?}"
+                    ))
+                })?;
                 let found = self
                     .inner
                     .manifest(&pinned, credential, false, requests)

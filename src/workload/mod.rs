@@ -5,8 +5,12 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+mod view;
+
 use k8s_openapi::api::core::v1::{Container, EphemeralContainer, PodSpec};
+use serde::Deserialize;
 use serde_json::Value;
+use view::ObjectView;
 
 /// The kinds that carry a pod spec, with where in the object that spec lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -55,18 +59,18 @@ impl WorkloadKind {
         }
     }
 
-    /// Path of the pod spec inside the object, as field names.
-    fn spec_path(self) -> &'static [&'static str] {
+    /// Path of the pod spec inside the object, dotted (`spec.template.spec`).
+    pub fn spec_path(self) -> &'static str {
         match self {
-            Self::Pod => &["spec"],
-            Self::PodTemplate => &["template", "spec"],
-            Self::CronJob => &["spec", "jobTemplate", "spec", "template", "spec"],
+            Self::Pod => "spec",
+            Self::PodTemplate => "template.spec",
+            Self::CronJob => "spec.jobTemplate.spec.template.spec",
             Self::Deployment
             | Self::ReplicaSet
             | Self::StatefulSet
             | Self::DaemonSet
             | Self::Job
-            | Self::ReplicationController => &["spec", "template", "spec"],
+            | Self::ReplicationController => "spec.template.spec",
         }
     }
 }
@@ -152,101 +156,140 @@ pub enum WorkloadError {
     /// The object has no pod spec where its kind puts one.
     #[error("{kind} has no pod spec at .{path}")]
     MissingSpec { kind: WorkloadKind, path: String },
-    /// The pod spec is there but does not have the shape of a PodSpec.
-    #[error("{kind} pod spec at .{path} is not a valid PodSpec: {source}")]
+    /// The object (its metadata or pod spec) does not have the shape of its kind.
+    #[error("{kind} is not a valid {kind} object: {source}")]
     InvalidSpec {
         kind: WorkloadKind,
-        path: String,
         #[source]
         source: serde_json::Error,
     },
 }
 
 impl Workload {
-    /// Read the pod spec of an object of the given kind.
+    /// Read the pod spec of an object of the given kind (a YAML document, or a value from the API).
     pub fn from_object(kind: WorkloadKind, object: &Value) -> Result<Self, WorkloadError> {
-        let path = kind.spec_path();
-        let dotted = path.join(".");
-        let spec_value = path
-            .iter()
-            .try_fold(object, |v, key| v.get(key))
-            .ok_or_else(|| WorkloadError::MissingSpec {
-                kind,
-                path: dotted.clone(),
-            })?;
-        let list = |key: &str| spec_value.get(key).and_then(Value::as_array);
-        let image_volumes = list("volumes").map_or(0, |volumes| {
-            volumes.iter().filter(|v| v.get("image").is_some()).count()
-        });
-        let count = ["initContainers", "containers", "ephemeralContainers"]
-            .iter()
-            .filter_map(|key| list(key))
-            .map(Vec::len)
-            .sum::<usize>()
-            + image_volumes;
+        let view = ObjectView::deserialize(object)
+            .map_err(|source| WorkloadError::InvalidSpec { kind, source })?;
+        Self::from_view(kind, view)
+    }
+
+    /// Read the pod spec of an object of the given kind from its JSON text (an AdmissionReview's
+    /// `object`), without building a tree of the rest.
+    pub fn from_json(kind: WorkloadKind, json: &str) -> Result<Self, WorkloadError> {
+        let view: ObjectView = serde_json::from_str(json)
+            .map_err(|source| WorkloadError::InvalidSpec { kind, source })?;
+        Self::from_view(kind, view)
+    }
+
+    fn from_view(kind: WorkloadKind, view: ObjectView) -> Result<Self, WorkloadError> {
+        let (metadata, spec) = view.into_parts(kind);
+        for (key, value) in [
+            ("name", &metadata.name),
+            ("generateName", &metadata.generate_name),
+            ("namespace", &metadata.namespace),
+        ] {
+            let length = value.as_deref().map_or(0, |t| t.chars().count());
+            if length > MAX_NAME {
+                let field = format!("metadata.{key}");
+                return Err(WorkloadError::NameTooLong { field, length });
+            }
+        }
+        let spec = spec.ok_or_else(|| WorkloadError::MissingSpec {
+            kind,
+            path: kind.spec_path().to_owned(),
+        })?;
+        let count = spec.init_containers.as_ref().map_or(0, Vec::len)
+            + spec.containers.len()
+            + spec.ephemeral_containers.as_ref().map_or(0, Vec::len)
+            + spec
+                .volumes
+                .iter()
+                .flatten()
+                .filter(|v| v.image.is_some())
+                .count();
         if count > MAX_CONTAINERS {
             return Err(WorkloadError::TooManyContainers { kind, count });
         }
-        for key in ["name", "generateName", "namespace"] {
-            let value = object.get("metadata").and_then(|m| m.get(key));
-            if let Some(length) = value.and_then(Value::as_str).map(|t| t.chars().count()) {
-                if length > MAX_NAME {
-                    let field = format!("metadata.{key}");
-                    return Err(WorkloadError::NameTooLong { field, length });
-                }
-            }
-        }
-        let spec = <PodSpec as serde::Deserialize>::deserialize(spec_value).map_err(|source| {
-            WorkloadError::InvalidSpec {
-                kind,
-                path: dotted,
-                source,
-            }
-        })?;
-        let metadata = object.get("metadata");
-        let text = |key: &str| {
-            metadata
-                .and_then(|m| m.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        };
-        let labels = metadata
-            .and_then(|m| m.get("labels"))
-            .and_then(Value::as_object)
-            .map(|m| {
-                m.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
-                    .collect()
-            })
-            .unwrap_or_default();
         let workload = Self {
             kind,
-            namespace: text("namespace"),
-            name: text("name")
-                .or_else(|| text("generateName"))
-                .unwrap_or_default(),
-            labels,
+            namespace: metadata.namespace,
+            name: metadata.name.or(metadata.generate_name).unwrap_or_default(),
+            labels: metadata
+                .labels
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.0?)))
+                .collect(),
             spec,
         };
-        for container in workload.containers() {
-            let length = container.name.chars().count();
-            if length > MAX_NAME {
-                let field = container.image_path.replace(".image", ".name");
-                let field = field.replace(".name.reference", ".name");
-                return Err(WorkloadError::NameTooLong { field, length });
-            }
-            if container.image.len() > MAX_IMAGE {
-                let field = container.image_path;
-                let length = container.image.len();
-                return Err(WorkloadError::ImageTooLong { field, length });
-            }
-        }
+        workload.check_lengths()?;
         Ok(workload)
     }
 
+    /// Refuse container names longer than Kubernetes allows and images longer than [`MAX_IMAGE`], by
+    /// their field path (said by length, never echoed). Paths are only made for what is refused.
+    fn check_lengths(&self) -> Result<(), WorkloadError> {
+        let spec = &self.spec;
+        fn plain(c: &Container) -> (&str, Option<&str>, &'static str) {
+            (c.name.as_str(), c.image.as_deref(), "image")
+        }
+        fn ephemeral(c: &EphemeralContainer) -> (&str, Option<&str>, &'static str) {
+            (c.name.as_str(), c.image.as_deref(), "image")
+        }
+        let lists = [
+            (
+                ContainerList::InitContainers,
+                spec.init_containers
+                    .iter()
+                    .flatten()
+                    .map(plain)
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                ContainerList::Containers,
+                spec.containers.iter().map(plain).collect(),
+            ),
+            (
+                ContainerList::EphemeralContainers,
+                spec.ephemeral_containers
+                    .iter()
+                    .flatten()
+                    .map(ephemeral)
+                    .collect(),
+            ),
+            (
+                ContainerList::ImageVolumes,
+                spec.volumes
+                    .iter()
+                    .flatten()
+                    .map(|v| {
+                        let image = v.image.as_ref().and_then(|i| i.reference.as_deref());
+                        (v.name.as_str(), image, "image.reference")
+                    })
+                    .collect(),
+            ),
+        ];
+        let prefix = self.spec_prefix();
+        for (list, entries) in lists {
+            for (index, (name, image, image_field)) in entries.into_iter().enumerate() {
+                let at = |field: &str| format!("{prefix}.{}[{index}].{field}", list.field());
+                let length = name.chars().count();
+                if length > MAX_NAME {
+                    let field = at("name");
+                    return Err(WorkloadError::NameTooLong { field, length });
+                }
+                let length = image.map_or(0, str::len);
+                if length > MAX_IMAGE {
+                    let field = at(image_field);
+                    return Err(WorkloadError::ImageTooLong { field, length });
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Dotted prefix of the pod spec, as used in warnings (`spec.template.spec`).
-    pub fn spec_prefix(&self) -> String {
-        self.kind.spec_path().join(".")
+    pub fn spec_prefix(&self) -> &'static str {
+        self.kind.spec_path()
     }
 
     /// Every container of every list, init containers first, then the image volumes (pulled by kubelet
@@ -409,8 +452,9 @@ mod tests {
         let err = Workload::from_object(WorkloadKind::Pod, &json!({"spec": {"containers": 5}}))
             .expect_err("bad shape");
         assert!(
-            err.to_string()
-                .starts_with("Pod pod spec at .spec is not a valid PodSpec"),
+            err.to_string().starts_with(
+                "Pod is not a valid Pod object: invalid type: integer `5`, expected a sequence"
+            ),
             "{err}"
         );
     }

@@ -1,15 +1,20 @@
-//! AdmissionReview in, AdmissionReview out: decoding the request body, turning a request into the
-//! engine's [`Subject`], and turning a verdict into the response. No policy logic lives here.
+//! AdmissionReview in, AdmissionReview out: decoding the request body ([`wire`]: narrow types, no
+//! `Value` tree), turning a request into the engine's [`Subject`], and turning a verdict into the
+//! response. No policy logic lives here.
 
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+mod wire;
+
+use kube::core::TypeMeta;
+use kube::core::admission::{AdmissionResponse, Operation};
 use kube::core::response::StatusSummary;
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::engine::{self, Decision, Subject};
 use crate::policy::{self, Action, PolicySet, Verdict};
 use crate::resolve::Resolver;
 use crate::workload::{Workload, WorkloadError, WorkloadKind};
+
+pub use wire::{Request, ReviewRequest, decode};
 
 /// The only AdmissionReview version pullgate registers for.
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
@@ -65,14 +70,6 @@ pub enum RequestError {
     Workload(#[from] WorkloadError),
 }
 
-/// A decoded AdmissionReview request. The object and old object stay as JSON so the pod spec is read once.
-#[derive(Debug, Clone)]
-pub struct Request {
-    pub review: AdmissionRequest<DynamicObject>,
-    pub object: Option<Value>,
-    pub old_object: Option<Value>,
-}
-
 /// A body that could not be decoded, with the uid when it could still be read.
 #[derive(Debug)]
 pub struct BadReview {
@@ -80,51 +77,9 @@ pub struct BadReview {
     pub error: ReviewError,
 }
 
-/// Decode a request body.
-pub fn decode(body: &[u8]) -> Result<Request, BadReview> {
-    let bad = |uid: Option<String>, error| BadReview { uid, error };
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad(None, ReviewError::Empty));
-    }
-    let mut value: Value =
-        serde_json::from_slice(body).map_err(|e| bad(None, ReviewError::NotJson(e)))?;
-    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
-    let uid = value
-        .get("request")
-        .and_then(|r| r.get("uid"))
-        .and_then(Value::as_str)
-        .map(str::to_owned);
-    let (api_version, kind) = (text(&value, "apiVersion"), text(&value, "kind"));
-    if api_version != REVIEW_API_VERSION || kind != "AdmissionReview" {
-        return Err(bad(uid, ReviewError::WrongType { api_version, kind }));
-    }
-    let mut take = |key: &str| {
-        value
-            .get_mut("request")
-            .and_then(Value::as_object_mut)
-            .and_then(|r| r.remove(key))
-            .filter(|v| !v.is_null())
-    };
-    let object = take("object");
-    let old_object = take("oldObject");
-    let review: AdmissionReview<DynamicObject> = serde_json::from_value(value)
-        .map_err(|e| bad(uid.clone(), ReviewError::InvalidRequest(e.to_string())))?;
-    let review: AdmissionRequest<DynamicObject> = review.try_into().map_err(|_| {
-        bad(
-            uid.clone(),
-            ReviewError::InvalidRequest("it has no `request`".into()),
-        )
-    })?;
-    Ok(Request {
-        review,
-        object,
-        old_object,
-    })
-}
-
 /// The workload kind a request is about, or `None` when pullgate has nothing to check
 /// (DELETE, CONNECT, other kinds, subresources other than `pods/ephemeralcontainers`).
-pub fn checked_kind(req: &AdmissionRequest<DynamicObject>) -> Option<WorkloadKind> {
+pub fn checked_kind(req: &ReviewRequest) -> Option<WorkloadKind> {
     if !matches!(req.operation, Operation::Create | Operation::Update) {
         return None;
     }
@@ -146,9 +101,9 @@ pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
         operation: req.review.operation.clone(),
         kind,
     })?;
-    let workload = Workload::from_object(kind, object)?;
+    let workload = Workload::from_json(kind, object.get())?;
     let old = match (&req.review.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => Workload::from_object(kind, old).ok(),
+        (Operation::Update, Some(old)) => Workload::from_json(kind, old.get()).ok(),
         _ => None,
     };
     let namespace = req
@@ -168,14 +123,13 @@ pub async fn review(
     resolver: Option<&Resolver>,
 ) -> (AdmissionResponse, Option<Decision>) {
     match subject(req) {
-        Ok(None) => (AdmissionResponse::from(&req.review), None),
+        Ok(None) => (allow(&req.review), None),
         Ok(Some(subject)) => {
             let decision = engine::decide(&subject, policies, resolver).await;
             (respond(&req.review, &decision.verdict), Some(decision))
         }
         Err(error) => {
-            let mut response =
-                AdmissionResponse::from(&req.review).deny(format!("pullgate: {error}"));
+            let mut response = allow(&req.review).deny(format!("pullgate: {error}"));
             response.result.status = Some(StatusSummary::Failure);
             response.result.code = 400;
             response.result.reason = "BadRequest".into();
@@ -186,8 +140,8 @@ pub async fn review(
 
 /// Turn a verdict into the response: denials carry 403 and one line per deny finding; warn findings
 /// become Kubernetes warnings, on denials too.
-pub fn respond(req: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> AdmissionResponse {
-    let mut response = AdmissionResponse::from(req);
+pub fn respond(req: &ReviewRequest, verdict: &Verdict) -> AdmissionResponse {
+    let mut response = allow(req);
     let warnings = warnings(verdict);
     if !warnings.is_empty() {
         response.warnings = Some(warnings);
@@ -205,6 +159,32 @@ pub fn respond(req: &AdmissionRequest<DynamicObject>, verdict: &Verdict) -> Admi
     response.result.code = 403;
     response.result.reason = "Forbidden".into();
     response
+}
+
+/// The answer that lets `req` through, with nothing to say yet.
+pub fn allow(req: &ReviewRequest) -> AdmissionResponse {
+    let mut response = AdmissionResponse::invalid("");
+    response.uid = req.uid.clone();
+    response.allowed = true;
+    response.result = Default::default();
+    response
+}
+
+/// The response body: `{"apiVersion", "kind", "response"}`, serialised straight from the response.
+pub fn encode(response: &AdmissionResponse) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Review<'a> {
+        api_version: &'a str,
+        kind: &'a str,
+        response: &'a AdmissionResponse,
+    }
+    let TypeMeta { api_version, kind } = &response.types;
+    serde_json::to_vec(&Review {
+        api_version,
+        kind,
+        response,
+    })
 }
 
 /// Warning lines, each within Kubernetes' per-warning limit and all together within [`WARNINGS_BUDGET`].
@@ -293,14 +273,13 @@ mod tests {
         let verdict = Verdict {
             findings: (0..1000).map(finding).collect(),
         };
-        let review: AdmissionReview<DynamicObject> = serde_json::from_value(serde_json::json!({
+        let body = serde_json::json!({
             "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
             "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
                 "resource": {"group": "", "version": "v1", "resource": "pods"},
                 "operation": "CREATE", "userInfo": {}}
-        }))
-        .expect("review");
-        let request: AdmissionRequest<DynamicObject> = review.try_into().expect("request");
+        });
+        let request = decode(body.to_string().as_bytes()).expect("request").review;
         let response = respond(&request, &verdict);
         let message = &response.result.message;
         assert!(message.len() <= DENY_BUDGET + 100, "{}", message.len());
