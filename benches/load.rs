@@ -187,7 +187,7 @@ async fn start_pullgate(
         tls: TlsSource::Generate {
             dir: certs.to_owned(),
         },
-        policies_dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+        policies: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")),
         settings,
         log_format: LogFormat::Text,
     })

@@ -45,9 +45,10 @@ pub struct ServeArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub tls: TlsArgs,
-    /// Directory of ImagePolicy YAML files (all merged; reloaded on change).
-    #[arg(long, env = "PULLGATE_POLICIES", default_value = "policies")]
-    pub policies: PathBuf,
+    /// Directory of ImagePolicy YAML files (all merged; reloaded on change); default: `./policies` when
+    /// it exists, else the built-in policy (the shipped policies/default.yaml).
+    #[arg(long, env = "PULLGATE_POLICIES")]
+    pub policies: Option<PathBuf>,
     /// Optional YAML settings file.
     #[arg(long, env = "PULLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -161,7 +162,7 @@ impl ServeArgs {
             listen,
             kube_api,
             tls,
-            policies_dir: policies,
+            policies,
             settings,
             log_format,
         })

@@ -54,7 +54,7 @@ async fn serve(cert: PathBuf, key: PathBuf) -> Running {
         listen: "127.0.0.1:0".parse().expect("addr"),
         kube_api: KubeApi::Off,
         tls: TlsSource::Files { cert, key },
-        policies_dir: repo().join("policies"),
+        policies: Some(repo().join("policies")),
         settings,
         log_format: LogFormat::Text,
     })

@@ -210,7 +210,7 @@ async fn scrape() -> String {
         tls: TlsSource::Generate {
             dir: dir.path().join("certs"),
         },
-        policies_dir: repo().join("policies"),
+        policies: Some(repo().join("policies")),
         settings,
         log_format: LogFormat::Text,
     })

@@ -48,7 +48,7 @@ fn config(tls: TlsSource) -> ServeConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         kube_api: KubeApi::Off,
         tls,
-        policies_dir: policies_dir(),
+        policies: Some(policies_dir()),
         settings,
         log_format: LogFormat::Text,
     }

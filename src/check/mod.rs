@@ -21,7 +21,7 @@ mod output;
 
 use std::collections::{BTreeSet, HashMap};
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use futures::StreamExt;
 
@@ -35,14 +35,13 @@ pub use output::{
 use crate::config::Settings;
 use crate::credentials::ManifestCredentials;
 use crate::engine::{self, Decision, Subject};
-use crate::policy::{self, Finding, LoadedPolicy, PolicyError, PolicySet, parse_file};
+use crate::policy::{self, Finding, PolicyError, PolicySet};
 use crate::resolve::Resolver;
 use crate::wiring::{self, RegistryAccess};
 use crate::workload::Workload;
 use objects::{Entry, Manifests};
 
-/// The shipped `policies/default.yaml`, used when no `--policies` directory is given.
-pub const BUILT_IN_POLICY: &str = include_str!("../../policies/default.yaml");
+pub use crate::policy::BUILT_IN_POLICY;
 /// How many workloads are checked at once (each resolves its images in parallel).
 const CONCURRENCY: usize = 16;
 
@@ -112,17 +111,7 @@ pub struct Io<'a> {
 pub fn load_policies(source: &PolicySource) -> Result<PolicySet, PolicyError> {
     match source {
         PolicySource::Dir(dir) => PolicySet::load(dir),
-        PolicySource::BuiltIn => {
-            let file = Path::new("<built-in policies/default.yaml>");
-            let loaded: Vec<LoadedPolicy> = parse_file(file, BUILT_IN_POLICY)?
-                .into_iter()
-                .map(|document| LoadedPolicy {
-                    file: file.to_owned(),
-                    document,
-                })
-                .collect();
-            Ok(PolicySet::from_loaded(&loaded))
-        }
+        PolicySource::BuiltIn => crate::policy::built_in(),
     }
 }
 

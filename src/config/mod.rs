@@ -432,7 +432,8 @@ pub struct ServeConfig {
     /// How to reach the Kubernetes API for pull secrets.
     pub kube_api: KubeApi,
     pub tls: TlsSource,
-    pub policies_dir: PathBuf,
+    /// `--policies`; `None`: `./policies` when it exists, else the built-in policy.
+    pub policies: Option<PathBuf>,
     pub settings: Settings,
     pub log_format: LogFormat,
 }

@@ -370,6 +370,23 @@ fn labels_match(wanted: &BTreeMap<String, String>, labels: &BTreeMap<String, Str
     wanted.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The shipped `policies/default.yaml`, built into the binary.
+pub const BUILT_IN_POLICY: &str = include_str!("../../policies/default.yaml");
+
+/// The built-in policy, compiled: what `check` and `audit` use without `--policies`, and `serve` when
+/// there is neither `--policies` nor a `./policies` directory.
+pub fn built_in() -> Result<PolicySet, PolicyError> {
+    let file = Path::new("<built-in policies/default.yaml>");
+    let loaded: Vec<LoadedPolicy> = parse_file(file, BUILT_IN_POLICY)?
+        .into_iter()
+        .map(|document| LoadedPolicy {
+            file: file.to_owned(),
+            document,
+        })
+        .collect();
+    Ok(PolicySet::from_loaded(&loaded))
+}
+
 /// Every loaded policy, compiled. Each applies independently to the objects in its scope.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySet {
@@ -443,7 +460,7 @@ pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
             let applicable: Vec<&CompiledPolicy> = policies
                 .policies
                 .iter()
-                .filter(|p| p.applies_to_object(facts) && p.applies_to_image(&scope))
+                .filter(|p| p.applies_to_object(facts) && p.applies_to_image(scope))
                 .collect();
             // A registry the policies do not allow is never contacted.
             let disallowed = applicable.iter().flat_map(|p| &p.rules).any(|(_, config)| {
@@ -485,7 +502,7 @@ pub fn evaluate(facts: &Facts, resolved: &Resolved, policies: &PolicySet) -> Ver
         .filter(|p| p.applies_to_object(facts))
     {
         for (container, findings) in facts.containers.iter().zip(per_container.iter_mut()) {
-            if !policy.applies_to_image(&container.scope_name()) {
+            if !policy.applies_to_image(container.scope_name()) {
                 continue;
             }
             for (action, config) in &policy.rules {

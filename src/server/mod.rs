@@ -31,6 +31,36 @@ use crate::audit::lease::Elector;
 use crate::audit::status::AuditMetrics;
 use crate::config::{AuditSettings, KubeApi, ServeConfig, Settings, TlsSource};
 
+/// The policies `serve` starts with: `--policies` (which must be a directory), else `./policies` when it
+/// exists, else the built-in policy (said in the log).
+fn load_policies(given: Option<&std::path::Path>) -> anyhow::Result<PolicyStore> {
+    let dir = match given {
+        Some(dir) if !dir.is_dir() => {
+            anyhow::bail!("--policies {}: no such directory", dir.display())
+        }
+        Some(dir) => dir,
+        None if std::path::Path::new("policies").is_dir() => std::path::Path::new("policies"),
+        None => {
+            let set = crate::policy::built_in().context("the built-in policy")?;
+            tracing::info!(
+                policies = ?set.names(),
+                "no --policies and no ./policies directory: using the built-in policy (policies/default.yaml)"
+            );
+            return Ok(PolicyStore::fixed(set));
+        }
+    };
+    // The error names the file, document and key already.
+    let store =
+        PolicyStore::load(dir).map_err(|e| anyhow::anyhow!("--policies {}: {e}", dir.display()))?;
+    let names = store.current().names().to_vec();
+    if names.is_empty() {
+        tracing::warn!(dir = %dir.display(), "no policies found: every request will be allowed");
+    } else {
+        tracing::info!(dir = %dir.display(), policies = ?names, "policies loaded");
+    }
+    Ok(store)
+}
+
 /// Resolves when SIGTERM or SIGINT arrives.
 pub async fn shutdown_signal() {
     let interrupt = async {
@@ -93,7 +123,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         listen,
         kube_api,
         tls,
-        policies_dir,
+        policies: policies_dir,
         settings,
         log_format: _,
     } = config;
@@ -135,16 +165,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         _ => None,
     };
     let server_settings = settings.server.clone();
-    let policies = Arc::new(
-        PolicyStore::load(&policies_dir)
-            .with_context(|| format!("cannot load policies from {}", policies_dir.display()))?,
-    );
-    let names = policies.current().names().to_vec();
-    if names.is_empty() {
-        tracing::warn!(dir = %policies_dir.display(), "no policies found: every request will be allowed");
-    } else {
-        tracing::info!(dir = %policies_dir.display(), policies = ?names, "policies loaded");
-    }
+    let policies = Arc::new(load_policies(policies_dir.as_deref())?);
     let (lease, audit_tasks) = match (&settings.audit, &kube, audit_metrics) {
         (Some(audit), Some(client), Some(audit_metrics)) => {
             let store = policies.clone();
@@ -205,10 +226,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
         .keep_alive_timeout(Duration::from_secs(10));
     let app = router(state);
     let task = tokio::spawn(async move { server.serve(app.into_make_service()).await });
-    let addr = handle
-        .listening()
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let Some(addr) = handle.listening().await else {
+        // The server task ended before listening: its error says why (address in use, not available).
+        let cause = match task.await {
+            Ok(Err(error)) => error.to_string(),
+            Ok(Ok(())) => "the server stopped before listening".to_owned(),
+            Err(error) => error.to_string(),
+        };
+        anyhow::bail!("cannot listen on {listen}: {cause}");
+    };
 
     let interval = server_settings.reload_interval();
     let watch_policies = tokio::spawn(reload::watch(policies.clone(), interval, metrics.clone()));

@@ -1,0 +1,207 @@
+//! What an operator sees of a real `pullgate serve` process: a JSON log line per admission that says which
+//! object was decided (the span's `object`, not a `name` that collides with the span's own name) with a
+//! duration to the microsecond; a listen error that says why; and policies that need no setup (the
+//! built-in policy when there is neither `--policies` nor `./policies`) or a clear error naming
+//! `--policies` when the given directory is missing.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::process::{Process, free_port, serve_command};
+use support::webhook::{bounded, one_container, pod_review};
+
+/// Start `serve` with `args` added, stderr into `log`; wait until it answers `/healthz` over HTTPS.
+async fn serve(
+    dir: &std::path::Path,
+    args: &[&str],
+    log: &std::path::Path,
+) -> (Process, reqwest::Client, String) {
+    let config = dir.join("config.yaml");
+    std::fs::write(&config, "{}\n").expect("config");
+    let certs = dir.join("certs");
+    let port = free_port();
+    let child = serve_command(port, &config, &certs)
+        .args(["--kube-api", "off"])
+        .args(args)
+        .stderr(std::fs::File::create(log).expect("log file"))
+        .spawn()
+        .expect("pullgate serve starts");
+    let process = Process(child);
+    let url = format!("https://127.0.0.1:{port}");
+    for _ in 0..200 {
+        if let Ok(pem) = std::fs::read(certs.join("ca.pem")) {
+            let ca = reqwest::Certificate::from_pem(&pem).expect("CA");
+            let client = reqwest::Client::builder()
+                .tls_certs_only([ca])
+                .build()
+                .expect("client");
+            let up = client.get(format!("{url}/healthz")).send().await;
+            if up.is_ok_and(|r| r.status().is_success()) {
+                return (process, client, url);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "pullgate serve did not come up: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
+#[tokio::test]
+async fn a_json_log_line_names_the_object_decided() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("stderr.log");
+        let (_serve, client, url) = serve(dir.path(), &["--log-format", "json"], &log).await;
+        let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
+        let answer: Value = client
+            .post(format!("{url}/validate"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+        let mut decided = None;
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&log).expect("log");
+            decided = text
+                .lines()
+                .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+                .find(|line| line["message"] == "admission decided");
+            if decided.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let line = decided.expect("an `admission decided` JSON line");
+        let span = &line["span"];
+        assert_eq!(span["name"], "admission", "{line}");
+        assert_eq!(span["object"], "web", "the object's name: {line}");
+        assert_eq!(span["namespace"], "demo", "{line}");
+        assert_eq!(line["verdict"], "denied", "{line}");
+        let duration = line["duration_ms"].to_string();
+        let decimals = duration.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 3, "to the microsecond: {duration}");
+    })
+    .await;
+}
+
+#[test]
+fn a_port_in_use_is_said_with_the_reason() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "{}\n").expect("config");
+    let output = serve_command(port, &config, &dir.path().join("certs"))
+        .args(["--kube-api", "off"])
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("pullgate serve runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(&format!(
+            "cannot listen on 127.0.0.1:{port}: Address already in use"
+        )),
+        "{stderr}"
+    );
+}
+
+/// `pullgate serve` on `port` run from `cwd`, with `args`; no `--policies` unless `args` has one.
+fn bare_serve(cwd: &std::path::Path, port: u16, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"));
+    command
+        .current_dir(cwd)
+        .args(["serve", "--kube-api", "off", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--generated-cert-dir")
+        .arg(cwd.join("certs"))
+        .args(args);
+    command
+}
+
+#[tokio::test]
+async fn without_policies_anywhere_the_built_in_policy_decides() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("stderr.log");
+        let port = free_port();
+        let child = bare_serve(dir.path(), port, &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("serve starts");
+        let _serve = Process(child);
+        let url = format!("https://127.0.0.1:{port}");
+        let mut client = None;
+        for _ in 0..200 {
+            if let Ok(pem) = std::fs::read(dir.path().join("certs/ca.pem")) {
+                let ca = reqwest::Certificate::from_pem(&pem).expect("CA");
+                let c = reqwest::Client::builder()
+                    .tls_certs_only([ca])
+                    .build()
+                    .expect("client");
+                if c.get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    client = Some(c);
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let client = client.unwrap_or_else(|| {
+            panic!(
+                "did not come up: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            )
+        });
+        let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
+        let answer: Value = client
+            .post(format!("{url}/validate"))
+            .body(body)
+            .send()
+            .await
+            .expect("answered")
+            .json()
+            .await
+            .expect("JSON");
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
+        let text = std::fs::read_to_string(&log).expect("log");
+        assert!(text.contains("using the built-in policy"), "{text}");
+    })
+    .await;
+}
+
+#[test]
+fn a_missing_policies_directory_is_named_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = bare_serve(
+        dir.path(),
+        free_port(),
+        &["--policies", "/nonexistent/policies"],
+    )
+    .output()
+    .expect("serve runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--policies /nonexistent/policies: no such directory"),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("/nonexistent/policies").count(),
+        1,
+        "said once: {stderr}"
+    );
+}
