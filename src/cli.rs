@@ -17,9 +17,18 @@ use crate::config::{
 use crate::credentials::LocalDockerConfig;
 use crate::wiring::RegistryAccess;
 
+/// The version `--version` prints: the crate's, and the git commit the binary was built from (`unknown`
+/// outside a git checkout; see `build.rs`).
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("PULLGATE_COMMIT"),
+    ")"
+);
+
 /// pullgate: no pod reaches ImagePullBackOff for a reason that could be known when it was applied.
 #[derive(Debug, Parser)]
-#[command(name = "pullgate", version, about)]
+#[command(name = "pullgate", version = VERSION, about)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

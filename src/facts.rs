@@ -72,6 +72,9 @@ pub struct Resolved {
     pub low_budgets: BTreeMap<String, Budget>,
     /// Registry requests made while resolving (cache hits make none).
     pub registry_calls: u32,
+    /// By container image field path, problems with the pod's referenced secrets for images whose
+    /// registry could not be asked (unreachable, TLS, rate limit, timeout): what the API said still counts.
+    pub unverified_secret_problems: BTreeMap<String, Vec<SecretProblem>>,
 }
 
 /// One credential that was tried and failed.

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Version => {
-            println!("pullgate {}", env!("CARGO_PKG_VERSION"));
+            println!("pullgate {}", pullgate::cli::VERSION);
             Ok(ExitCode::SUCCESS)
         }
         Command::Serve(args) => {

@@ -272,6 +272,19 @@ impl Resolver {
                 .images
                 .extend(futures::future::join_all(lookups).await);
         }
+        // Where the registry could not be asked, what the API said about the secrets still stands.
+        for (path, image, _) in &wanted {
+            let unasked = matches!(
+                resolved.images.get(*path),
+                Some(ImageStatus::Failed(e)) if !matches!(e.class(), FailureClass::NotFound | FailureClass::Auth)
+            ) || matches!(resolved.images.get(*path), Some(ImageStatus::TimedOut(_)));
+            let problems = reportable(credentials.for_image(image).problems);
+            if unasked && !problems.is_empty() {
+                resolved
+                    .unverified_secret_problems
+                    .insert((*path).to_owned(), problems);
+            }
+        }
         let low = self.low_budgets.borrow();
         resolved.low_budgets = wanted
             .iter()
@@ -430,9 +443,19 @@ fn found_status(
         }
         _ => None,
     };
-    // A secret without an entry for this registry is normal when another one has it; an unreadable
-    // secret (no API) says nothing about an image that pulled (start-up already logs it).
-    let secret_problems = problems
+    ImageStatus::Found {
+        digest: found.digest.0,
+        platforms,
+        secret_problems: reportable(problems),
+        sizes,
+    }
+}
+
+/// The secret problems worth a warning when the pull's outcome does not depend on them: a secret without
+/// an entry for this registry is normal when another one has it; an unreadable secret (no API) is logged
+/// at start-up; a namespace without a `default` ServiceAccount simply lends no secrets.
+fn reportable(problems: Vec<crate::facts::SecretProblem>) -> Vec<crate::facts::SecretProblem> {
+    problems
         .into_iter()
         .filter(|p| {
             !p.is_missing_default_service_account()
@@ -442,13 +465,7 @@ fn found_status(
                         | SecretProblemKind::ApiUnavailable { .. }
                 )
         })
-        .collect();
-    ImageStatus::Found {
-        digest: found.digest.0,
-        platforms,
-        secret_problems,
-        sizes,
-    }
+        .collect()
 }
 
 fn failure(error: ResolveError) -> ImageStatus {

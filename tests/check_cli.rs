@@ -67,6 +67,21 @@ fn stdin_is_read_with_a_dash_and_deny_findings_exit_1() {
 }
 
 #[test]
+fn github_annotations_of_standard_input_name_no_file() {
+    let output = pullgate(&["-f", "-", "--offline", "-o", "github"], LATEST, &[]);
+    let stdout = text(&output.stdout);
+    assert_eq!(code(&output), 1, "{stdout}{}", text(&output.stderr));
+    assert!(!stdout.contains("file="), "no file for stdin: {stdout}");
+    // The title names the object instead.
+    assert!(
+        stdout.contains(
+            "::error title=pullgate tag-not-latest%3A Deployment shop/web::container \"web\""
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn clean_input_exits_0_and_warnings_only_with_the_flag() {
     assert_eq!(code(&pullgate(&["-f", "-", "--offline"], PINNED, &[])), 0);
     // DOCKER_CONFIG naming a directory that does not exist is docker's "no config", not an error.

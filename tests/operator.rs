@@ -205,3 +205,56 @@ fn a_missing_policies_directory_is_named_once() {
         "said once: {stderr}"
     );
 }
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
+        .arg("--version")
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".to_owned());
+    assert_eq!(
+        text,
+        format!("pullgate {} (commit {head})", env!("CARGO_PKG_VERSION"))
+    );
+    let sub = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
+        .arg("version")
+        .output()
+        .expect("runs");
+    assert_eq!(String::from_utf8_lossy(&sub.stdout).trim(), text);
+}
+
+#[tokio::test]
+async fn text_logs_to_a_file_have_no_colour_codes() {
+    bounded(async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("stderr.log");
+        let (_serve, client, url) = serve(dir.path(), &[], &log).await;
+        let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
+        client
+            .post(format!("{url}/validate"))
+            .body(body)
+            .send()
+            .await
+            .expect("answered");
+        let mut text = String::new();
+        for _ in 0..100 {
+            text = std::fs::read_to_string(&log).expect("log");
+            if text.contains("admission decided") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(text.contains("admission decided"), "{text}");
+        assert!(!text.contains('\u{1b}'), "ANSI escapes in a file: {text:?}");
+    })
+    .await;
+}

@@ -231,6 +231,50 @@ async fn missing_secret_for_a_public_image_is_only_a_warning() {
 }
 
 #[tokio::test]
+async fn broken_secrets_are_reported_when_the_registry_cannot_be_asked() {
+    registry::install_crypto();
+    bounded(async {
+        // Nothing listens here: connection refused.
+        let host = format!("127.0.0.1:{}", support::process::free_port());
+        let kube = fake_kube().await;
+        kube.insert_secret(
+            NS,
+            typed_secret("opaque", "Opaque", &[("password", b"s3cret")]),
+        );
+        let mut settings = Settings::default();
+        insecure(&mut settings, &host);
+        let app = app(
+            &settings,
+            Some(kube.client().expect("client")),
+            shipped_policies(),
+        );
+        let image = format!("{host}/team/app:v1");
+        let response = admit(
+            &app,
+            &pod_review(spec_with_secrets(&image, &["opaque", "gone"])),
+        )
+        .await;
+        assert_eq!(response["allowed"], true, "fail-open: {response}");
+        let found = warnings(&response);
+        assert!(
+            found.iter().any(|w| w.contains("[registry-reachable]")),
+            "{found:?}"
+        );
+        let secret = found
+            .iter()
+            .find(|w| w.contains("[pull-secret-valid]"))
+            .unwrap_or_else(|| panic!("the secrets are still reported: {found:?}"));
+        assert!(
+            secret.contains("secret \"opaque\" has type Opaque")
+                && secret.contains("(and 1 more)")
+                && secret.contains(&format!("{host} could not be asked")),
+            "{secret}"
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_secret_kubelet_cannot_decode_fails_every_image_even_public_ones() {
     registry::install_crypto();
     bounded(async {

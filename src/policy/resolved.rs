@@ -83,6 +83,24 @@ pub(super) fn check(
                 "fix or remove the reference to the secret".into(),
             ))
         }
+        (RuleId::PullSecretValid, ImageStatus::Failed(_) | ImageStatus::TimedOut(_)) => {
+            // The registry could not be asked; what the API said about the pod's secrets still stands.
+            let problems = resolved
+                .unverified_secret_problems
+                .get(&container.spec.image_path)?;
+            let first = problems.first()?;
+            let more = match problems.len() {
+                1 => String::new(),
+                n => format!(" (and {} more)", n - 1),
+            };
+            Some(Outcome::tentative(
+                format!(
+                    "{first}{more}; {} could not be asked whether the pull needs it",
+                    image.registry()
+                ),
+                "fix or remove the reference to the secret".into(),
+            ))
+        }
         (RuleId::PullSecretValid, ImageStatus::CredentialsUnbuildable(problem)) => {
             Some(Outcome::new(
                 format!(

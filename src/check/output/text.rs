@@ -109,12 +109,21 @@ fn command(
     title: &str,
     message: &str,
 ) -> io::Result<()> {
-    let mut properties = format!("file={}", escape_property(&file.name));
-    if let Some(line) = line {
-        properties.push_str(&format!(",line={line}"));
+    let mut properties = Vec::new();
+    // Standard input is no file of the repository: GitHub would annotate a path that does not exist.
+    if file.name != crate::check::input::STDIN_NAME {
+        properties.push(format!("file={}", escape_property(&file.name)));
+        if let Some(line) = line {
+            properties.push(format!("line={line}"));
+        }
     }
-    properties.push_str(&format!(",title={}", escape_property(title)));
-    writeln!(out, "::{level} {properties}::{}", escape_data(message))
+    properties.push(format!("title={}", escape_property(title)));
+    writeln!(
+        out,
+        "::{level} {}::{}",
+        properties.join(","),
+        escape_data(message)
+    )
 }
 
 /// `::error file=…,line=…,title=pullgate tag-not-latest::container "app" (image …): […] … — …` for deny
