@@ -258,3 +258,34 @@ async fn text_logs_to_a_file_have_no_colour_codes() {
     })
     .await;
 }
+
+#[test]
+fn an_unreadable_kubeconfig_is_one_line_naming_it_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pullgate"))
+        .current_dir(dir.path())
+        .args([
+            "serve",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+            "--listen",
+        ])
+        .arg(format!("127.0.0.1:{}", free_port()))
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .expect("serve runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(
+            "--kubeconfig /nonexistent/kubeconfig: cannot read it: No such file or directory"
+        ),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("/nonexistent/kubeconfig").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Caused by"), "{stderr}");
+}

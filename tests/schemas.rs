@@ -150,3 +150,13 @@ fn the_settings_schema_accepts_shipped_settings_and_refuses_what_pullgate_refuse
         );
     }
 }
+
+#[test]
+fn the_shipped_policy_names_its_schema_for_editors() {
+    let text = std::fs::read_to_string(root().join("policies/default.yaml")).expect("policy");
+    let first = text.lines().next().unwrap_or("");
+    let schema = first
+        .strip_prefix("# yaml-language-server: $schema=")
+        .unwrap_or_else(|| panic!("first line is not a schema modeline: {first}"));
+    assert!(root().join("policies").join(schema).is_file(), "{schema}");
+}

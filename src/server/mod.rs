@@ -333,11 +333,21 @@ async fn connect_kube(access: &KubeApi) -> anyhow::Result<Option<kube::Client>> 
             return Ok(None);
         }
         KubeApi::Kubeconfig(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            // One line naming the path once: kube's own errors quote it again and repeat their cause.
+            let file = kube::config::Kubeconfig::read_from(path).map_err(|error| {
+                let cause = std::iter::successors(
+                    Some(&error as &(dyn std::error::Error + 'static)),
+                    |e| e.source(),
+                )
+                .last()
+                .map_or_else(|| error.to_string(), ToString::to_string);
+                anyhow::anyhow!("--kubeconfig {}: cannot read it: {cause}", path.display())
+            })?;
             kube::Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
                 .await
-                .with_context(|| format!("unusable kubeconfig {}", path.display()))?
+                .map_err(|error| {
+                    anyhow::anyhow!("--kubeconfig {}: unusable: {error}", path.display())
+                })?
         }
         KubeApi::Infer => match kube::Config::infer().await {
             Ok(config) => config,

@@ -365,6 +365,34 @@ fn helm_existing_secret_mode_mounts_that_secret_and_trusts_the_given_ca() {
 }
 
 #[test]
+fn helm_can_make_the_namespace_labelled_as_the_kustomize_base() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let default = Rendered::parse("helm (default)", &helm_template(&[], &[]));
+    assert!(default.all::<Namespace>().is_empty(), "opt-in only");
+    let r = Rendered::parse(
+        "helm (namespace.create=true)",
+        &helm_template(&[], &["namespace.create=true"]),
+    );
+    let namespaces = r.all::<Namespace>();
+    assert_eq!(namespaces.len(), 1, "{namespaces:?}");
+    let labels = namespaces[0].metadata.labels.clone().unwrap_or_default();
+    assert_eq!(
+        namespaces[0].metadata.name.as_deref(),
+        Some("pullgate-system")
+    );
+    assert_eq!(
+        labels.get("pullgate.dev/ignore").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        labels
+            .get("pod-security.kubernetes.io/enforce")
+            .map(String::as_str),
+        Some("restricted")
+    );
+}
+
+#[test]
 fn helm_cert_manager_mode_without_an_issuer_brings_its_own_ca() {
     let r = Rendered::parse(
         "helm (certs.mode=cert-manager)",
