@@ -274,12 +274,18 @@ impl Resolver {
         }
         // Where the registry could not be asked, what the API said about the secrets still stands.
         for (path, image, _) in &wanted {
-            let unasked = matches!(
-                resolved.images.get(*path),
-                Some(ImageStatus::Failed(e)) if !matches!(e.class(), FailureClass::NotFound | FailureClass::Auth)
-            ) || matches!(resolved.images.get(*path), Some(ImageStatus::TimedOut(_)));
+            let unasked = match resolved.images.get(*path) {
+                Some(ImageStatus::Failed(e)) => {
+                    !matches!(e.class(), FailureClass::NotFound | FailureClass::Auth)
+                }
+                Some(ImageStatus::TimedOut(_)) => true,
+                _ => false,
+            };
+            if !unasked {
+                continue;
+            }
             let problems = reportable(credentials.for_image(image).problems);
-            if unasked && !problems.is_empty() {
+            if !problems.is_empty() {
                 resolved
                     .unverified_secret_problems
                     .insert((*path).to_owned(), problems);

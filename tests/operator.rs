@@ -22,9 +22,20 @@ async fn serve(
     std::fs::write(&config, "{}\n").expect("config");
     let certs = dir.join("certs");
     let port = free_port();
-    let child = serve_command(port, &config, &certs)
-        .args(["--kube-api", "off"])
-        .args(args)
+    let mut command = serve_command(port, &config, &certs);
+    command.args(["--kube-api", "off"]).args(args);
+    started(command, port, &certs, log).await
+}
+
+/// Spawn `command` (a `serve` on `port` generating its certificate into `certs`), stderr into `log`;
+/// wait until it answers `/healthz` over HTTPS.
+async fn started(
+    mut command: std::process::Command,
+    port: u16,
+    certs: &std::path::Path,
+    log: &std::path::Path,
+) -> (Process, reqwest::Client, String) {
+    let child = command
         .stderr(std::fs::File::create(log).expect("log file"))
         .spawn()
         .expect("pullgate serve starts");
@@ -134,38 +145,9 @@ async fn without_policies_anywhere_the_built_in_policy_decides() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("stderr.log");
         let port = free_port();
-        let child = bare_serve(dir.path(), port, &[])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log"))
-            .spawn()
-            .expect("serve starts");
-        let _serve = Process(child);
-        let url = format!("https://127.0.0.1:{port}");
-        let mut client = None;
-        for _ in 0..200 {
-            if let Ok(pem) = std::fs::read(dir.path().join("certs/ca.pem")) {
-                let ca = reqwest::Certificate::from_pem(&pem).expect("CA");
-                let c = reqwest::Client::builder()
-                    .tls_certs_only([ca])
-                    .build()
-                    .expect("client");
-                if c.get(format!("{url}/readyz"))
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status().is_success())
-                {
-                    client = Some(c);
-                    break;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let client = client.unwrap_or_else(|| {
-            panic!(
-                "did not come up: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            )
-        });
+        let mut command = bare_serve(dir.path(), port, &[]);
+        command.stdout(std::process::Stdio::null());
+        let (_serve, client, url) = started(command, port, &dir.path().join("certs"), &log).await;
         let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
         let answer: Value = client
             .post(format!("{url}/validate"))

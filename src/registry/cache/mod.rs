@@ -389,16 +389,7 @@ impl CachedResolver {
             }
         };
         let entries = match &*top {
-            Contents::Image { size: None } => return Ok(Vec::new()),
-            Contents::Image { size: Some(bytes) } => {
-                return Ok(candidates
-                    .iter()
-                    .map(|platform| PlatformSize {
-                        platform: platform.clone(),
-                        bytes: *bytes,
-                    })
-                    .collect());
-            }
+            Contents::Image { size } => return Ok(same_size(candidates, *size)),
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
@@ -453,6 +444,20 @@ impl CachedResolver {
         self.metrics.count("contents", !entry.is_fresh());
         Ok(entry.into_value())
     }
+}
+
+/// A single image's size for every candidate platform (none when its manifest does not state it).
+fn same_size(candidates: &[Platform], size: Option<u64>) -> Vec<PlatformSize> {
+    let Some(bytes) = size else {
+        return Vec::new();
+    };
+    candidates
+        .iter()
+        .map(|platform| PlatformSize {
+            platform: platform.clone(),
+            bytes,
+        })
+        .collect()
 }
 
 fn fingerprint(credential: Option<&Credential>) -> String {

@@ -3,7 +3,7 @@
 //! platform cache when platforms are asked, the contents cache only for an index (or a size not yet
 //! known).
 
-use super::{CachedResolver, Contents, DigestOutcome, fingerprint};
+use super::{CachedResolver, Contents, DigestOutcome, fingerprint, same_size};
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, PlatformSize};
 use crate::image::ImageRef;
@@ -55,17 +55,8 @@ impl CachedResolver {
         known: Option<Option<u64>>,
         candidates: &[Platform],
     ) -> Option<Vec<PlatformSize>> {
-        let every = |size: Option<u64>| {
-            let sizes = candidates.iter().filter_map(|platform| {
-                Some(PlatformSize {
-                    platform: platform.clone(),
-                    bytes: size?,
-                })
-            });
-            sizes.collect()
-        };
         if let Some(size) = known {
-            return Some(every(size));
+            return Some(same_size(candidates, size));
         }
         let name = image.name();
         let top = self
@@ -74,7 +65,7 @@ impl CachedResolver {
             .await?;
         self.metrics.count("contents", true);
         let entries = match &*top {
-            Contents::Image { size } => return Some(every(*size)),
+            Contents::Image { size } => return Some(same_size(candidates, *size)),
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
