@@ -15,6 +15,8 @@ use crate::workload::{ContainerList, Workload};
 #[derive(Debug, Clone)]
 pub struct Subject {
     pub facts: Facts,
+    /// What decides how and where images are pulled (pull secrets, ServiceAccount, node selector,
+    /// affinity, node name); its containers' names and images have moved to `facts`.
     pub spec: PodSpec,
 }
 
@@ -24,8 +26,8 @@ impl Subject {
     /// With `previous` (an UPDATE's old object), only containers whose image changed (or that are new) are
     /// checked, unless what decides how images are pulled or where the pod runs changed too: scaling must
     /// never be blocked by image checks.
-    pub fn new(workload: Workload, namespace: String, previous: Option<&Workload>) -> Self {
-        let mut containers = workload.containers();
+    pub fn new(mut workload: Workload, namespace: String, previous: Option<&Workload>) -> Self {
+        let mut containers = workload.take_containers();
         if let Some(old) = previous.filter(|old| !workload.pull_context_changed(old)) {
             let before: HashSet<(ContainerList, String, String)> = old
                 .containers()

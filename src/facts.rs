@@ -35,7 +35,7 @@ pub struct ContainerFacts {
 impl ContainerFacts {
     /// Parse the container's image.
     pub fn new(spec: ContainerSpec) -> Self {
-        let image = spec.image.parse();
+        let image = ImageRef::parse_memo(&spec.image);
         Self { spec, image }
     }
 

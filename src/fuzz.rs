@@ -42,10 +42,10 @@ fn policies() -> &'static PolicySet {
 /// An AdmissionReview body: decoded, turned into a subject, decided with the shipped policy (no
 /// registry), answered.
 pub fn admission(data: &[u8]) {
-    let Ok(request) = crate::admission::decode(data) else {
+    let Ok(mut request) = crate::admission::decode(data) else {
         return;
     };
-    let Ok(Some(subject)) = crate::admission::subject(&request) else {
+    let Ok(Some(subject)) = crate::admission::subject(&mut request) else {
         return;
     };
     let decision = futures::executor::block_on(engine::decide(&subject, policies(), None));

@@ -207,16 +207,17 @@ impl Resolver {
             return resolved;
         }
         let pod_platforms = platform::pod_platforms(spec, &self.node_platforms.borrow());
-        let gathered = tokio::time::timeout_at(
-            deadline,
-            PodCredentials::gather(
-                self.credentials.as_deref(),
-                &facts.namespace,
-                spec,
-                self.node_credentials.as_deref(),
-            ),
-        )
-        .await;
+        let mut gather = std::pin::pin!(PodCredentials::gather(
+            self.credentials.as_deref(),
+            &facts.namespace,
+            spec,
+            self.node_credentials.as_deref(),
+        ));
+        // Usually ready at once (the API's objects are watched, not fetched): no timer then.
+        let gathered = match futures::poll!(gather.as_mut()) {
+            std::task::Poll::Ready(credentials) => Ok(credentials),
+            std::task::Poll::Pending => tokio::time::timeout_at(deadline, gather).await,
+        };
         let Ok(credentials) = gathered else {
             for (path, _, _) in wanted {
                 resolved
@@ -419,18 +420,17 @@ impl Resolver {
         let matching = credentials.for_image(image);
         let credential = matching.candidates.first();
         let candidates = need.sizes.then_some(pod_platforms.candidates.as_slice());
-        let (found, sizes) = self
+        let warm = self
             .images
             .warm(image, credential, need.platforms, candidates)
             .await?;
-        let sizes = sizes.map(Ok);
-        Some(found_status(
-            found,
-            sizes,
-            need,
-            pod_platforms,
-            matching.problems,
-        ))
+        let platforms = warm.platforms;
+        Some(ImageStatus::Found {
+            digest: warm.digest.0,
+            platforms: platforms.map(|offered| Ok(platform::compare(&offered, pod_platforms))),
+            secret_problems: reportable(matching.problems),
+            sizes: warm.sizes.map(Ok),
+        })
     }
 }
 
@@ -461,6 +461,9 @@ fn found_status(
 /// an entry for this registry is normal when another one has it; an unreadable secret (no API) is logged
 /// at start-up; a namespace without a `default` ServiceAccount simply lends no secrets.
 fn reportable(problems: Vec<crate::facts::SecretProblem>) -> Vec<crate::facts::SecretProblem> {
+    if problems.is_empty() {
+        return problems;
+    }
     problems
         .into_iter()
         .filter(|p| {

@@ -145,3 +145,54 @@ async fn a_second_image_of_a_repository_behind_token_auth_needs_no_token_request
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_warm_admission_does_not_lengthen_a_tags_life() {
+    // Where pulls are counted a tag is resolved with a HEAD, so its cache entry starts without the
+    // image's platforms; the first warm admission folds them in. That must keep the entry's lifetime:
+    // the tag is asked again `tagTtlSeconds` after it was first resolved, however warm it stayed.
+    registry::install_crypto();
+    bounded(async {
+        let reg = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        let single = ImageKind::single(Platform::linux("amd64"));
+        push_image(&reg, "team/app", "v1", single)
+            .await
+            .expect("push");
+        let mut settings = settings_for(&[&reg]);
+        settings.resolution.tag_ttl_seconds = 2;
+        if let Some(entry) = settings.registries.get_mut(reg.host()) {
+            entry.pull_quota = Some(true);
+        }
+        let (app, _kube) = app_for(&reg, &settings).await;
+        let image = format!("{}/team/app:v1", reg.host());
+        let (started, before) = (std::time::Instant::now(), reg.requests().len());
+        let response = admit_once(&app, &image).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let cold = since(&reg, before);
+        assert_eq!(cold[0].0, "HEAD", "resolved with a HEAD: {cold:?}");
+
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        for _ in 0..2 {
+            let before = reg.requests().len();
+            let response = admit_once(&app, &image).await;
+            assert_eq!(response["allowed"], true, "{response}");
+            assert_eq!(since(&reg, before), [], "warm: no request");
+        }
+
+        let expired = std::time::Duration::from_millis(2400);
+        tokio::time::sleep(expired.saturating_sub(started.elapsed())).await;
+        let before = reg.requests().len();
+        let response = admit_once(&app, &image).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let again = since(&reg, before);
+        assert!(
+            again
+                .first()
+                .is_some_and(|(method, path)| method == "HEAD" && path.ends_with("/manifests/v1")),
+            "the tag is resolved again once its time is up: {again:?}"
+        );
+    })
+    .await;
+}

@@ -12,9 +12,9 @@ use serde::Serialize;
 use crate::engine::{self, Decision, Subject};
 use crate::policy::{self, Action, PolicySet, Verdict};
 use crate::resolve::Resolver;
-use crate::workload::{Workload, WorkloadError, WorkloadKind};
+use crate::workload::{WorkloadError, WorkloadKind};
 
-pub use wire::{Request, ReviewRequest, decode};
+pub use wire::{Object, Request, ReviewRequest, decode};
 
 /// The only AdmissionReview version pullgate registers for.
 pub const REVIEW_API_VERSION: &str = "admission.k8s.io/v1";
@@ -92,18 +92,18 @@ pub fn checked_kind(req: &ReviewRequest) -> Option<WorkloadKind> {
 }
 
 /// The subject to decide on, or `None` when there is nothing to check. On UPDATE only what changed is
-/// checked (see [`Subject::new`]).
-pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
+/// checked (see [`Subject::new`]). The objects are taken out of `req`.
+pub fn subject(req: &mut Request) -> Result<Option<Subject>, RequestError> {
     let Some(kind) = checked_kind(&req.review) else {
         return Ok(None);
     };
-    let object = req.object.as_ref().ok_or(RequestError::MissingObject {
+    let object = req.object.take().ok_or(RequestError::MissingObject {
         operation: req.review.operation.clone(),
         kind,
     })?;
-    let workload = Workload::from_json(kind, object.get())?;
-    let old = match (&req.review.operation, &req.old_object) {
-        (Operation::Update, Some(old)) => Workload::from_json(kind, old.get()).ok(),
+    let workload = object.workload(kind)?;
+    let old = match (&req.review.operation, req.old_object.take()) {
+        (Operation::Update, Some(old)) => old.workload(kind).ok(),
         _ => None,
     };
     let namespace = req
@@ -116,9 +116,9 @@ pub fn subject(req: &Request) -> Result<Option<Subject>, RequestError> {
 }
 
 /// The whole decision for one decoded request, with the engine's decision when there was one to make.
-/// Without a resolver, only the static rules can fire.
+/// Without a resolver, only the static rules can fire. The objects are taken out of `req`.
 pub async fn review(
-    req: &Request,
+    req: &mut Request,
     policies: &PolicySet,
     resolver: Option<&Resolver>,
 ) -> (AdmissionResponse, Option<Decision>) {

@@ -1,8 +1,12 @@
 //! The AdmissionReview as it arrives: decoded in one pass into narrow types holding only what pullgate
-//! reads (uid, kind, resource, subresource, operation, dry run, namespace, name), with the object and
-//! the old object kept as their raw JSON text for [`Workload::from_json`](crate::workload::Workload)
-//! to read once the kind is known. No `serde_json::Value` is built on the way; only a body that fails
-//! to decode is looked at a second time, to say why (and to keep its uid).
+//! reads (uid, kind, resource, subresource, operation, dry run, namespace, name), the object and the
+//! old object read in the same pass as workload views ([`ObjectView`]: names, labels, the pod spec's
+//! containers and pull context, whatever the kind). No `serde_json::Value` is built on the way.
+//!
+//! An object that does not have a workload's shape (another kind's `spec.containers` of another type,
+//! say) fails that pass: the body is then decoded a second time keeping both objects as JSON text, so
+//! that only a checked kind's malformed object is an error, said once the kind is known. A body that
+//! fails both is looked at once more, to say why (and to keep its uid).
 
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
@@ -10,6 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::{BadReview, REVIEW_API_VERSION, ReviewError};
+use crate::workload::{ObjectView, Workload, WorkloadError, WorkloadKind};
 
 /// The fields of an AdmissionReview request pullgate reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,30 +29,51 @@ pub struct ReviewRequest {
     pub dry_run: bool,
 }
 
-/// A decoded request: its fields, and the object and old object as JSON text (absent or `null`:
-/// `None`).
+/// A decoded request: its fields, and the object and old object (absent or `null`: `None`).
 #[derive(Debug, Clone)]
 pub struct Request {
     pub review: ReviewRequest,
-    pub object: Option<Box<RawValue>>,
-    pub old_object: Option<Box<RawValue>>,
+    pub object: Option<Object>,
+    pub old_object: Option<Object>,
+}
+
+/// An object of a request: read as a workload in the envelope's pass, or its JSON text when it does not
+/// have a workload's shape.
+#[derive(Debug, Clone)]
+pub enum Object {
+    View(Box<ObjectView>),
+    Text(Box<RawValue>),
+}
+
+impl Object {
+    /// The object as a workload of `kind`: its pod spec where `kind` puts it, or why it cannot be read.
+    pub fn workload(self, kind: WorkloadKind) -> Result<Workload, WorkloadError> {
+        match self {
+            Self::View(view) => Workload::from_view(kind, *view),
+            Self::Text(text) => Workload::from_json(kind, text.get()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Envelope<'a> {
+struct Envelope<'a, O> {
     #[serde(default, borrow)]
     api_version: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     kind: Option<std::borrow::Cow<'a, str>>,
-    #[serde(default, borrow)]
-    request: Option<RequestWire<'a>>,
+    #[serde(default = "none")]
+    request: Option<RequestWire<O>>,
 }
 
-/// The request as sent: [`ReviewRequest`]'s fields and the raw objects, read in the envelope's pass.
+fn none<T>() -> Option<T> {
+    None
+}
+
+/// The request as sent: [`ReviewRequest`]'s fields and the objects, read in the envelope's pass.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestWire<'a> {
+struct RequestWire<O> {
     uid: String,
     kind: GroupVersionKind,
     resource: GroupVersionResource,
@@ -60,10 +86,10 @@ struct RequestWire<'a> {
     operation: Operation,
     #[serde(default)]
     dry_run: bool,
-    #[serde(default, borrow)]
-    object: Option<&'a RawValue>,
-    #[serde(default, borrow)]
-    old_object: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    object: Option<O>,
+    #[serde(default = "none")]
+    old_object: Option<O>,
 }
 
 /// What an undecodable body still says: its type and uid, when they can be read.
@@ -80,14 +106,24 @@ struct Loose {
 
 /// Decode a request body.
 pub fn decode(body: &[u8]) -> Result<Request, BadReview> {
-    let bad = |uid: Option<String>, error| BadReview { uid, error };
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(bad(None, ReviewError::Empty));
+        return Err(BadReview {
+            uid: None,
+            error: ReviewError::Empty,
+        });
     }
-    let envelope: Envelope = match serde_json::from_slice(body) {
-        Ok(envelope) => envelope,
-        Err(error) => return Err(explain(body, error)),
-    };
+    match serde_json::from_slice::<Envelope<ObjectView>>(body) {
+        Ok(envelope) => request(envelope, |view| Object::View(Box::new(view))),
+        Err(_) => match serde_json::from_slice::<Envelope<&RawValue>>(body) {
+            Ok(envelope) => request(envelope, |text| Object::Text(text.to_owned())),
+            Err(error) => Err(explain(body, error)),
+        },
+    }
+}
+
+/// The request of a decoded envelope, when the envelope is an AdmissionReview that has one.
+fn request<O>(envelope: Envelope<O>, object: impl Fn(O) -> Object) -> Result<Request, BadReview> {
+    let bad = |uid: Option<String>, error| BadReview { uid, error };
     let (api_version, kind) = (
         envelope.api_version.unwrap_or_default(),
         envelope.kind.unwrap_or_default(),
@@ -110,7 +146,7 @@ pub fn decode(body: &[u8]) -> Result<Request, BadReview> {
         namespace,
         operation,
         dry_run,
-        object,
+        object: new,
         old_object,
     } = request;
     Ok(Request {
@@ -124,8 +160,8 @@ pub fn decode(body: &[u8]) -> Result<Request, BadReview> {
             operation,
             dry_run,
         },
-        object: object.map(RawValue::to_owned),
-        old_object: old_object.map(RawValue::to_owned),
+        object: new.map(&object),
+        old_object: old_object.map(&object),
     })
 }
 

@@ -15,8 +15,11 @@
 //! kubelet accepts and the runtime then fails to pull; we reject it up front. Where both reject,
 //! the error here names the specific problem rather than "invalid reference format".
 
-use std::fmt;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::{self, Write as _};
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// Registry that names without a registry component resolve to.
 const DOCKER_HUB: &str = "docker.io";
@@ -37,8 +40,14 @@ const MAX_TAG_LEN: usize = 128;
 /// Equality compares every part including [`ImageRef::original`], so `nginx` and
 /// `docker.io/library/nginx:latest` are different values; compare `to_string()` to ask whether
 /// two references name the same thing.
+///
+/// The parts are shared: a clone is a reference count, so the same image named by many admissions is
+/// parsed once per thread ([`ImageRef::parse_memo`]) and passed around without copying.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ImageRef {
+pub struct ImageRef(Arc<Parts>);
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Parts {
     original: String,
     registry: RegistryHost,
     repository: String,
@@ -46,50 +55,107 @@ pub struct ImageRef {
     name: String,
     tag: Option<String>,
     digest: Option<Digest>,
+    /// The fully normalised text ([`Display`](fmt::Display)), made once: cache keys read it.
+    normalized: String,
+}
+
+impl Parts {
+    fn image(
+        original: String,
+        registry: RegistryHost,
+        repository: String,
+        tag: Option<String>,
+        digest: Option<Digest>,
+    ) -> ImageRef {
+        let name = format!("{registry}/{repository}");
+        let mut normalized = name.clone();
+        match (&tag, &digest) {
+            (Some(tag), _) => write!(normalized, ":{tag}"),
+            (None, None) => write!(normalized, ":{DEFAULT_TAG}"),
+            (None, Some(_)) => Ok(()),
+        }
+        .and_then(|()| match &digest {
+            Some(digest) => write!(normalized, "@{digest}"),
+            None => Ok(()),
+        })
+        .expect("writing to a String cannot fail");
+        ImageRef(Arc::new(Self {
+            original,
+            registry,
+            repository,
+            name,
+            tag,
+            digest,
+            normalized,
+        }))
+    }
+}
+
+/// Most references [`ImageRef::parse_memo`] keeps per thread; past it the memo starts again empty.
+const MEMO_ENTRIES: usize = 4096;
+
+thread_local! {
+    static MEMO: RefCell<HashMap<Box<str>, ImageRef, foldhash::fast::RandomState>> =
+        RefCell::new(HashMap::default());
 }
 
 impl ImageRef {
+    /// [`str::parse`], remembered per thread for references that parse: admissions name the same few
+    /// images over and over, and a parse costs more than the rest of a warm admission's work on it.
+    pub fn parse_memo(text: &str) -> Result<ImageRef, ImageRefError> {
+        if let Some(found) = MEMO.with_borrow(|memo| memo.get(text).cloned()) {
+            return Ok(found);
+        }
+        let parsed: ImageRef = text.parse()?;
+        MEMO.with_borrow_mut(|memo| {
+            if memo.len() >= MEMO_ENTRIES {
+                memo.clear();
+            }
+            memo.insert(text.into(), parsed.clone());
+        });
+        Ok(parsed)
+    }
+
     /// Registry host with optional port, e.g. `docker.io`, `localhost:5000`, `[::1]:5000`.
     pub fn registry(&self) -> &str {
-        self.registry.as_str()
+        self.0.registry.as_str()
     }
 
     /// The same repository pinned to `digest` (what a tag resolved to): `registry/repository@digest`.
     pub fn pinned(&self, digest: &str) -> Result<ImageRef, ImageRefError> {
-        Ok(Self {
-            original: format!("{}@{digest}", self.name),
-            registry: self.registry.clone(),
-            repository: self.repository.clone(),
-            name: self.name.clone(),
-            tag: None,
-            digest: Some(digest.parse()?),
-        })
+        Ok(Parts::image(
+            format!("{}@{digest}", self.0.name),
+            self.0.registry.clone(),
+            self.0.repository.clone(),
+            None,
+            Some(digest.parse()?),
+        ))
     }
 
     /// The registry host, as validated when the reference was parsed.
     pub fn registry_host(&self) -> &RegistryHost {
-        &self.registry
+        &self.0.registry
     }
 
     /// Repository path within the registry, e.g. `library/nginx` or `team/app`.
     pub fn repository(&self) -> &str {
-        &self.repository
+        &self.0.repository
     }
 
     /// The tag as written, or `None` when none was written.
     pub fn tag(&self) -> Option<&str> {
-        self.tag.as_deref()
+        self.0.tag.as_deref()
     }
 
     /// The digest as written, if any.
     pub fn digest(&self) -> Option<&Digest> {
-        self.digest.as_ref()
+        self.0.digest.as_ref()
     }
 
     /// The tag that will be pulled: the written tag, `latest` when neither tag nor digest was
     /// written, and `None` for a digest-only reference.
     pub fn effective_tag(&self) -> Option<&str> {
-        match (&self.tag, &self.digest) {
+        match (&self.0.tag, &self.0.digest) {
             (Some(tag), _) => Some(tag),
             (None, None) => Some(DEFAULT_TAG),
             (None, Some(_)) => None,
@@ -98,17 +164,22 @@ impl ImageRef {
 
     /// Whether the image floats on `latest`: the effective tag is `latest` and no digest pins it.
     pub fn is_latest(&self) -> bool {
-        self.digest.is_none() && self.effective_tag() == Some(DEFAULT_TAG)
+        self.0.digest.is_none() && self.effective_tag() == Some(DEFAULT_TAG)
     }
 
     /// The reference exactly as written in the pod spec.
     pub fn original(&self) -> &str {
-        &self.original
+        &self.0.original
+    }
+
+    /// The fully normalised reference, as [`Display`](fmt::Display) writes it, without formatting.
+    pub fn normalized(&self) -> &str {
+        &self.0.normalized
     }
 
     /// `registry/repository`, without tag or digest, e.g. `docker.io/library/nginx`.
     pub fn name(&self) -> &str {
-        &self.name
+        &self.0.name
     }
 }
 
@@ -156,28 +227,20 @@ impl FromStr for ImageRef {
         if let Some(tag) = tag {
             check_tag(tag)?;
         }
-        Ok(Self {
-            original: s.to_owned(),
-            name: format!("{registry}/{repository}"),
-            registry: RegistryHost(registry.to_owned()),
+        Ok(Parts::image(
+            s.to_owned(),
+            RegistryHost(registry.to_owned()),
             repository,
-            tag: tag.map(str::to_owned),
-            digest: digest.map(str::parse).transpose()?,
-        })
+            tag.map(str::to_owned),
+            digest.map(str::parse).transpose()?,
+        ))
     }
 }
 
 impl fmt::Display for ImageRef {
     /// Fully normalised: `docker.io/library/nginx:latest`, `reg/app:v1@sha256:…`, `reg/app@sha256:…`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name)?;
-        if let Some(tag) = self.effective_tag() {
-            write!(f, ":{tag}")?;
-        }
-        if let Some(digest) = &self.digest {
-            write!(f, "@{digest}")?;
-        }
-        Ok(())
+        f.write_str(&self.0.normalized)
     }
 }
 

@@ -409,6 +409,13 @@ pub fn pod_platforms(spec: &PodSpec, node_platforms: &[Platform]) -> PodPlatform
             .is_some_and(|t| t.is_empty() || t.iter().any(|term| !term.is_empty()));
 
     let nodes: BTreeSet<Platform> = node_platforms.iter().map(Platform::normalized).collect();
+    if selector.is_empty() && terms.is_none() {
+        // Most pods: wherever a node is.
+        return PodPlatforms {
+            candidates: nodes.into_iter().collect(),
+            constrained: false,
+        };
+    }
     let mut universe = nodes.clone();
     let conjunctions: Vec<Vec<&Requirement>> = match &terms {
         None => vec![selector.iter().collect()],

@@ -7,9 +7,10 @@ mod file;
 pub mod glob;
 pub mod quantity;
 mod resolved;
+mod rule_set;
 mod rules;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
 
@@ -21,6 +22,7 @@ pub use file::{
     default_deprecations, load_dir, parse_file, policy_files,
 };
 use glob::Glob;
+pub use rule_set::RuleSet;
 
 /// Stable rule ids. Each appears in every message as `[rule-id]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -425,7 +427,7 @@ impl PolicySet {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerPlan {
     /// The registry rules that apply, in rule order; empty when the registry is not asked at all.
-    pub registry_rules: BTreeSet<RuleId>,
+    pub registry_rules: RuleSet,
     /// A policy running `image-exists` on it wants "did you mean" for a missing tag.
     pub suggest_tags: bool,
 }
@@ -435,9 +437,9 @@ impl ContainerPlan {
     pub fn need(&self) -> RegistryNeed {
         RegistryNeed {
             resolve: !self.registry_rules.is_empty(),
-            platforms: self.registry_rules.contains(&RuleId::PlatformSupported),
-            suggest_tags: self.suggest_tags && self.registry_rules.contains(&RuleId::ImageExists),
-            sizes: self.registry_rules.contains(&RuleId::ImageSize),
+            platforms: self.registry_rules.contains(RuleId::PlatformSupported),
+            suggest_tags: self.suggest_tags && self.registry_rules.contains(RuleId::ImageExists),
+            sizes: self.registry_rules.contains(RuleId::ImageSize),
         }
     }
 }
@@ -447,6 +449,11 @@ impl ContainerPlan {
 /// `imagePullPolicy: Never` means the node never pulls it, or when `registry-allowed` refuses its
 /// registry (a registry the policies do not allow is never contacted). Rules set to `off` never run.
 pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
+    let for_object: Vec<&CompiledPolicy> = policies
+        .policies
+        .iter()
+        .filter(|p| p.applies_to_object(facts))
+        .collect();
     facts
         .containers
         .iter()
@@ -457,20 +464,16 @@ pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
                 return plan;
             }
             let scope = container.scope_name();
-            let applicable: Vec<&CompiledPolicy> = policies
-                .policies
-                .iter()
-                .filter(|p| p.applies_to_object(facts) && p.applies_to_image(scope))
-                .collect();
+            let applicable = || for_object.iter().filter(|p| p.applies_to_image(scope));
             // A registry the policies do not allow is never contacted.
-            let disallowed = applicable.iter().flat_map(|p| &p.rules).any(|(_, config)| {
+            let disallowed = applicable().flat_map(|p| &p.rules).any(|(_, config)| {
                 matches!(config, RuleConfig::RegistryAllowed { .. })
                     && rules::check(config, container).is_some()
             });
             if disallowed {
                 return plan;
             }
-            for policy in applicable {
+            for policy in applicable() {
                 let runs_image_exists = policy
                     .rules
                     .iter()

@@ -85,7 +85,7 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
         Ok(body) => body,
         Err((status, bad)) => return review_response(status, admission::reject(&bad)),
     };
-    let request = match admission::decode(&body.bytes) {
+    let mut request = match admission::decode(&body.bytes) {
         Ok(request) => request,
         Err(bad) => {
             state.metrics.invalid_review();
@@ -109,11 +109,11 @@ async fn validate(State(state): State<AppState>, request: axum::extract::Request
         let in_flight = state.metrics.in_flight();
         let policies = state.policies.current();
         let (response, decision) =
-            admission::review(&request, &policies, state.resolver.as_deref()).await;
+            admission::review(&mut request, &policies, state.resolver.as_deref()).await;
         drop(in_flight);
         record(
             &state.metrics,
-            review,
+            &request.review,
             &response,
             decision.as_ref(),
             started.elapsed(),

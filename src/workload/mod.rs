@@ -10,7 +10,7 @@ mod view;
 use k8s_openapi::api::core::v1::{Container, EphemeralContainer, PodSpec};
 use serde::Deserialize;
 use serde_json::Value;
-use view::ObjectView;
+pub use view::ObjectView;
 
 /// The kinds that carry a pod spec, with where in the object that spec lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -181,7 +181,8 @@ impl Workload {
         Self::from_view(kind, view)
     }
 
-    fn from_view(kind: WorkloadKind, view: ObjectView) -> Result<Self, WorkloadError> {
+    /// Read the pod spec of an object already decoded as a view.
+    pub fn from_view(kind: WorkloadKind, view: ObjectView) -> Result<Self, WorkloadError> {
         let (metadata, spec) = view.into_parts(kind);
         for (key, value) in [
             ("name", &metadata.name),
@@ -295,65 +296,83 @@ impl Workload {
     /// Every container of every list, init containers first, then the image volumes (pulled by kubelet
     /// like container images; their field path is `…volumes[N].image.reference`).
     pub fn containers(&self) -> Vec<ContainerSpec> {
+        self.clone().take_containers()
+    }
+
+    /// [`containers`](Self::containers), their names, images and pull policies moved out of the pod
+    /// spec (left empty there) rather than copied: what an admission does with the object it decides on.
+    pub fn take_containers(&mut self) -> Vec<ContainerSpec> {
         let prefix = self.spec_prefix();
-        let entry = |list: ContainerList,
-                     index: usize,
-                     name: &String,
-                     image: &Option<String>,
-                     policy: &Option<String>| ContainerSpec {
-            list,
-            index,
-            name: name.clone(),
-            image: image.clone().unwrap_or_default(),
-            pull_policy: policy.clone(),
-            image_path: format!("{prefix}.{}[{index}].image", list.field()),
+        let spec = &mut self.spec;
+        let mut all = Vec::with_capacity(
+            spec.init_containers.as_ref().map_or(0, Vec::len)
+                + spec.containers.len()
+                + spec.ephemeral_containers.as_ref().map_or(0, Vec::len),
+        );
+        let mut push = |list: ContainerList,
+                        index: usize,
+                        name: &mut String,
+                        image: &mut Option<String>,
+                        policy: &mut Option<String>,
+                        field: &str| {
+            all.push(ContainerSpec {
+                list,
+                index,
+                name: std::mem::take(name),
+                image: image.take().unwrap_or_default(),
+                pull_policy: policy.take(),
+                image_path: field_path(prefix, list, index, field),
+            })
         };
-        let init = self.spec.init_containers.iter().flatten();
-        let ephemeral = self.spec.ephemeral_containers.iter().flatten();
-        let plain = |list, (i, c): (usize, &Container)| {
-            entry(list, i, &c.name, &c.image, &c.image_pull_policy)
-        };
-        init.enumerate()
-            .map(|ic| plain(ContainerList::InitContainers, ic))
-            .chain(
-                self.spec
-                    .containers
-                    .iter()
-                    .enumerate()
-                    .map(|c| plain(ContainerList::Containers, c)),
-            )
-            .chain(
-                ephemeral
-                    .enumerate()
-                    .map(|(i, c): (usize, &EphemeralContainer)| {
-                        entry(
-                            ContainerList::EphemeralContainers,
-                            i,
-                            &c.name,
-                            &c.image,
-                            &c.image_pull_policy,
-                        )
-                    }),
-            )
-            .chain(
-                self.spec
-                    .volumes
-                    .iter()
-                    .flatten()
-                    .enumerate()
-                    .filter_map(|(i, volume)| {
-                        let image = volume.image.as_ref()?;
-                        Some(ContainerSpec {
-                            list: ContainerList::ImageVolumes,
-                            index: i,
-                            name: volume.name.clone(),
-                            image: image.reference.clone().unwrap_or_default(),
-                            pull_policy: image.pull_policy.clone(),
-                            image_path: format!("{prefix}.volumes[{i}].image.reference"),
-                        })
-                    }),
-            )
-            .collect()
+        for (i, c) in spec.init_containers.iter_mut().flatten().enumerate() {
+            let (image, policy) = (&mut c.image, &mut c.image_pull_policy);
+            push(
+                ContainerList::InitContainers,
+                i,
+                &mut c.name,
+                image,
+                policy,
+                "image",
+            );
+        }
+        for (i, c) in spec.containers.iter_mut().enumerate() {
+            let (image, policy) = (&mut c.image, &mut c.image_pull_policy);
+            push(
+                ContainerList::Containers,
+                i,
+                &mut c.name,
+                image,
+                policy,
+                "image",
+            );
+        }
+        for (i, c) in spec.ephemeral_containers.iter_mut().flatten().enumerate() {
+            let (image, policy) = (&mut c.image, &mut c.image_pull_policy);
+            push(
+                ContainerList::EphemeralContainers,
+                i,
+                &mut c.name,
+                image,
+                policy,
+                "image",
+            );
+        }
+        for (i, volume) in spec.volumes.iter_mut().flatten().enumerate() {
+            let Some(image) = &mut volume.image else {
+                continue;
+            };
+            let (reference, policy) = (&mut image.reference, &mut image.pull_policy);
+            let name = &mut volume.name;
+            push(
+                ContainerList::ImageVolumes,
+                i,
+                name,
+                reference,
+                policy,
+                "image.reference",
+            );
+        }
+        all
     }
 
     /// True when what decides how images are pulled or where the pod runs differs between two versions:
@@ -368,11 +387,50 @@ impl Workload {
     }
 }
 
+/// `PREFIX.LIST[INDEX].FIELD`, e.g. `spec.template.spec.containers[0].image`, made without the
+/// formatting machinery (every admission makes one per container).
+fn field_path(prefix: &str, list: ContainerList, index: usize, field: &str) -> String {
+    let list = list.field();
+    let mut path = String::with_capacity(prefix.len() + list.len() + field.len() + 24);
+    path.push_str(prefix);
+    path.push('.');
+    path.push_str(list);
+    path.push('[');
+    let mut digits = [0_u8; 20];
+    let mut start = digits.len();
+    let mut rest = index;
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    digits[start..]
+        .iter()
+        .for_each(|&digit| path.push(char::from(digit)));
+    path.push_str("].");
+    path.push_str(field);
+    path
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rstest::rstest;
     use serde_json::json;
+
+    #[rstest]
+    fn field_paths_read_as_formatted(
+        #[values(0, 7, 10, 99, 1000, 123456)] index: usize,
+        #[values(ContainerList::Containers, ContainerList::ImageVolumes)] list: ContainerList,
+    ) {
+        assert_eq!(
+            field_path("spec.template.spec", list, index, "image"),
+            format!("spec.template.spec.{}[{index}].image", list.field())
+        );
+    }
 
     fn pod_spec() -> Value {
         json!({

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use super::WorkloadKind;
 
 /// A workload object, as far as pullgate reads it.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 pub struct ObjectView {
     #[serde(default)]
     metadata: MetadataView,
@@ -29,7 +29,7 @@ pub struct ObjectView {
 }
 
 /// `metadata`: names and labels.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MetadataView {
     pub name: Option<String>,
@@ -41,7 +41,7 @@ pub struct MetadataView {
 }
 
 /// A value kept only when it is a string.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct MaybeText(pub Option<String>);
 
 impl<'de> Deserialize<'de> for MaybeText {
@@ -103,7 +103,7 @@ impl<'de> Deserialize<'de> for MaybeText {
 }
 
 /// A `spec`: the pod spec's fields (a Pod's) and the template fields (the other kinds').
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SpecView {
     containers: Option<Vec<ContainerView>>,
@@ -120,17 +120,17 @@ struct SpecView {
     job_template: Option<Box<JobTemplateView>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct TemplateView {
     spec: Option<SpecView>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct JobTemplateView {
     spec: Option<SpecView>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ContainerView {
     #[serde(default)]
@@ -139,7 +139,7 @@ struct ContainerView {
     image_pull_policy: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 struct VolumeView {
     #[serde(default)]
     name: String,

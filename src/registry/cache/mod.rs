@@ -18,6 +18,8 @@ use moka::future::Cache;
 pub mod disk;
 mod warm;
 
+pub use warm::Warm;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -113,6 +115,9 @@ enum DigestOutcome {
     Found {
         digest: ManifestDigest,
         size: Option<Option<u64>>,
+        /// The platforms of `digest` once known (immutable, shared with the platform cache): a warm
+        /// admission then reads this one entry.
+        platforms: Option<Arc<Vec<Platform>>>,
     },
     NotFound(Missing),
 }
@@ -142,16 +147,20 @@ impl Expiry<DigestKey, DigestOutcome> for DigestExpiry {
 /// lookups. Both caches are bounded in bytes (`resolution.cacheMaxBytes` each), not only in entries.
 pub struct CachedResolver {
     inner: Arc<dyn ImageResolver>,
-    digests: Cache<DigestKey, DigestOutcome>,
-    platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>>,
+    digests: Cache<DigestKey, DigestOutcome, Hasher>,
+    platforms: Cache<(String, ManifestDigest), Arc<Vec<Platform>>, Hasher>,
     /// What a manifest holds (for sizes) by (repository, digest), kept as long as platforms.
-    contents: Cache<(String, ManifestDigest), Arc<Contents>>,
+    contents: Cache<(String, ManifestDigest), Arc<Contents>, Hasher>,
     /// A repository's tags by (repository, credential), kept as long as a "not found".
-    tags: Cache<(String, String), Arc<Vec<String>>>,
+    tags: Cache<(String, String), Arc<Vec<String>>, Hasher>,
     /// Distinct platform lists are few: every cache entry shares one copy of its list.
     interned: std::sync::Mutex<Vec<Arc<Vec<Platform>>>>,
     metrics: Arc<CacheMetrics>,
 }
+
+/// The caches' key hasher: seeded per process like the standard one, several times cheaper on the
+/// short keys every warm admission looks up.
+type Hasher = foldhash::fast::RandomState;
 
 /// Bytes an entry holds besides its text (hash table slot, allocation headers, moka's bookkeeping): the
 /// benchmark measures about 480 bytes per entry with keys of ~80 bytes (README "Performance", P4).
@@ -180,7 +189,7 @@ impl CachedResolver {
                     weight(key.0.len() + key.1.len() + value)
                 })
                 .expire_after(DigestExpiry(settings))
-                .build(),
+                .build_with_hasher(Hasher::default()),
             platforms: Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(
@@ -190,7 +199,7 @@ impl CachedResolver {
                     },
                 )
                 .time_to_live(settings.platforms_ttl)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             contents: Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(|key: &(String, ManifestDigest), contents: &Arc<Contents>| {
@@ -206,14 +215,14 @@ impl CachedResolver {
                     weight(key.0.len() + key.1.0.len() + held)
                 })
                 .time_to_live(settings.platforms_ttl)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             tags: Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(|key: &(String, String), tags: &Arc<Vec<String>>| {
                     weight(key.0.len() + key.1.len() + tags.iter().map(String::len).sum::<usize>())
                 })
                 .time_to_live(settings.not_found_ttl)
-                .build(),
+                .build_with_hasher(Hasher::default()),
             interned: std::sync::Mutex::new(Vec::new()),
             metrics,
         }
@@ -277,7 +286,7 @@ impl CachedResolver {
         let one_get = platforms && !self.inner.head_first(image.registry());
         let mut fetched: Option<Result<Vec<Platform>, ResolveError>> = None;
         let mut contents = None;
-        let key = (image.to_string(), fingerprint(credential));
+        let key = (image.normalized().to_owned(), fingerprint(credential));
         let entry = self
             .digests
             .entry(key)
@@ -298,8 +307,16 @@ impl CachedResolver {
                     Some(Contents::Image { size }) => Some(*size),
                     _ => None,
                 };
+                let platforms = match &fetched {
+                    Some(Ok(offered)) => Some(self.intern(offered.clone())),
+                    _ => None,
+                };
                 match answer {
-                    Ok(digest) => Ok(DigestOutcome::Found { digest, size }),
+                    Ok(digest) => Ok(DigestOutcome::Found {
+                        digest,
+                        size,
+                        platforms,
+                    }),
                     Err(ResolveError::NotFound(missing)) => Ok(DigestOutcome::NotFound(missing)),
                     Err(error) => Err(error),
                 }
@@ -308,7 +325,7 @@ impl CachedResolver {
             .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
         self.metrics.count("digest", !entry.is_fresh());
         let (digest, size) = match entry.into_value() {
-            DigestOutcome::Found { digest, size } => (digest, size),
+            DigestOutcome::Found { digest, size, .. } => (digest, size),
             DigestOutcome::NotFound(missing) => return Err(ResolveError::NotFound(missing)),
         };
         // A lookup that waited on another one's GET learns the single image's size from the entry.

@@ -3,12 +3,24 @@
 //! platform cache when platforms are asked, the contents cache only for an index (or a size not yet
 //! known).
 
-use super::{CachedResolver, Contents, DigestOutcome, fingerprint, same_size};
+use std::sync::Arc;
+
+use moka::ops::compute::Op;
+
+use super::{CachedResolver, Contents, DigestKey, DigestOutcome, fingerprint, same_size};
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, PlatformSize};
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
-use crate::registry::Found;
+
+/// What the caches alone say of an image: its digest, the platforms it offers (shared with the cache,
+/// not copied) when they were asked, and what a node of each candidate platform pulls when that was.
+#[derive(Debug)]
+pub struct Warm {
+    pub digest: ManifestDigest,
+    pub platforms: Option<Arc<Vec<Platform>>>,
+    pub sizes: Option<Vec<PlatformSize>>,
+}
 
 impl CachedResolver {
     /// What the caches alone say of `image` with `credential`: its digest, with `platforms` the
@@ -20,31 +32,68 @@ impl CachedResolver {
         credential: Option<&Credential>,
         platforms: bool,
         candidates: Option<&[Platform]>,
-    ) -> Option<(Found, Option<Vec<PlatformSize>>)> {
-        let key = (image.to_string(), fingerprint(credential));
-        let DigestOutcome::Found { digest, size } = self.digests.get(&key).await? else {
+    ) -> Option<Warm> {
+        let key = (image.normalized().to_owned(), fingerprint(credential));
+        let DigestOutcome::Found {
+            digest,
+            size,
+            platforms: held,
+        } = self.digests.get(&key).await?
+        else {
             return None;
         };
-        let offered = match platforms {
-            true => {
-                let key = (image.name().to_owned(), digest.clone());
-                let offered = self.platforms.get(&key).await?;
-                self.metrics.count("platforms", true);
-                Some(Ok((*offered).clone()))
+        let offered = match (platforms, held) {
+            (true, Some(offered)) => Some(offered),
+            (true, None) => {
+                let platforms_key = (image.name().to_owned(), digest.clone());
+                let offered = self.platforms.get(&platforms_key).await?;
+                self.hold_platforms(key, &digest, &offered).await;
+                Some(offered)
             }
-            false => None,
+            (false, _) => None,
         };
+        if offered.is_some() {
+            self.metrics.count("platforms", true);
+        }
         let sizes = match candidates {
             Some(candidates) => Some(self.warm_sizes(image, &digest, size, candidates).await?),
             None => None,
         };
         self.metrics.count("digest", true);
-        let found = Found {
+        Some(Warm {
             digest,
             platforms: offered,
-            contents: None,
-        };
-        Some((found, sizes))
+            sizes,
+        })
+    }
+
+    /// Keep `offered` in the digest entry of `key` while it still names `digest`, without changing when
+    /// the entry expires (an update keeps the remaining lifetime): the next warm admission reads one
+    /// entry instead of two.
+    async fn hold_platforms(
+        &self,
+        key: DigestKey,
+        digest: &ManifestDigest,
+        offered: &Arc<Vec<Platform>>,
+    ) {
+        self.digests
+            .entry(key)
+            .and_compute_with(|entry| {
+                let op = match entry.map(|e| e.into_value()) {
+                    Some(DigestOutcome::Found {
+                        digest: held,
+                        size,
+                        platforms: None,
+                    }) if held == *digest => Op::Put(DigestOutcome::Found {
+                        digest: held,
+                        size,
+                        platforms: Some(offered.clone()),
+                    }),
+                    _ => Op::Nop,
+                };
+                std::future::ready(op)
+            })
+            .await;
     }
 
     /// [`sizes`](CachedResolver::sizes) from the caches alone.
