@@ -97,6 +97,21 @@ async fn a_json_log_line_names_the_object_decided() {
         assert_eq!(span["object"], "web", "the object's name: {line}");
         assert_eq!(span["namespace"], "demo", "{line}");
         assert_eq!(line["verdict"], "denied", "{line}");
+        let rules = line["rules"].as_array().expect("rules as a JSON array");
+        assert!(rules.iter().any(|r| r == "tag-not-latest:deny"), "{line}");
+        let text = std::fs::read_to_string(&log).expect("log");
+        let loaded = text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .find(|line| line["message"] == "policies loaded")
+            .expect("a `policies loaded` JSON line");
+        let names = loaded["policies"]
+            .as_array()
+            .expect("policies as a JSON array");
+        assert!(
+            !names.is_empty() && names.iter().all(Value::is_string),
+            "{loaded}"
+        );
         let duration = line["duration_ms"].to_string();
         let decimals = duration.split_once('.').map_or(0, |(_, d)| d.len());
         assert!(decimals <= 3, "to the microsecond: {duration}");
