@@ -83,7 +83,6 @@ fn lists_as_arrays(line: &str) -> Option<String> {
     changed.then_some(out)
 }
 
-
 /// The metrics registry `/metrics` exposes: every module registers its own metrics on it, each named
 /// `pullgate_*`.
 pub fn metrics_registry() -> prometheus_client::registry::Registry {

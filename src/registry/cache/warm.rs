@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use moka::ops::compute::Op;
 
-use super::{CachedResolver, Contents, DigestKey, DigestOutcome, fingerprint, same_size};
+use super::{
+    CachedResolver, Contents, DigestKey, DigestOutcome, digest_key, manifest_key, same_size,
+};
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, PlatformSize};
 use crate::image::ImageRef;
@@ -33,7 +35,7 @@ impl CachedResolver {
         platforms: bool,
         candidates: Option<&[Platform]>,
     ) -> Option<Warm> {
-        let key = (image.normalized().to_owned(), fingerprint(credential));
+        let key = digest_key(image, credential);
         let DigestOutcome::Found {
             digest,
             size,
@@ -45,7 +47,7 @@ impl CachedResolver {
         let offered = match (platforms, held) {
             (true, Some(offered)) => Some(offered),
             (true, None) => {
-                let platforms_key = (image.name().to_owned(), digest.clone());
+                let platforms_key = manifest_key(image.name(), &digest.0);
                 let offered = self.platforms.get(&platforms_key).await?;
                 self.hold_platforms(key, &digest, &offered).await;
                 Some(offered)
@@ -108,10 +110,7 @@ impl CachedResolver {
             return Some(same_size(candidates, size));
         }
         let name = image.name();
-        let top = self
-            .contents
-            .get(&(name.to_owned(), digest.clone()))
-            .await?;
+        let top = self.contents.get(&manifest_key(name, &digest.0)).await?;
         self.metrics.count("contents", true);
         let entries = match &*top {
             Contents::Image { size } => return Some(same_size(candidates, *size)),
@@ -123,7 +122,7 @@ impl CachedResolver {
             else {
                 continue;
             };
-            let key = (name.to_owned(), ManifestDigest(entries[chosen].1.clone()));
+            let key = manifest_key(name, &entries[chosen].1);
             if let Contents::Image { size: Some(bytes) } = *self.contents.get(&key).await? {
                 sizes.push(PlatformSize {
                     platform: candidate.clone(),
