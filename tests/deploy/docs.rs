@@ -11,15 +11,20 @@ fn install_md() -> String {
     std::fs::read_to_string(repo().join("docs/install.md")).expect("docs/install.md")
 }
 
-/// The fenced code blocks of `section` (from its `## ` heading to the next), with their language.
-fn blocks(text: &str, section: &str) -> Vec<(String, String)> {
+/// The text of `name`'s section, from its `## ` heading to the next.
+fn section<'a>(text: &'a str, name: &str) -> &'a str {
     let start = text
-        .find(&format!("\n## {section}"))
-        .unwrap_or_else(|| panic!("docs/install.md has a section {section:?}"));
+        .find(&format!("\n## {name}"))
+        .unwrap_or_else(|| panic!("docs/install.md has a section {name:?}"));
     let rest = &text[start + 1..];
     let end = rest[3..].find("\n## ").map_or(rest.len(), |e| e + 3);
+    &rest[..end]
+}
+
+/// The fenced code blocks of section `name`, with their language.
+fn blocks(text: &str, name: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    let mut lines = rest[..end].lines();
+    let mut lines = section(text, name).lines();
     while let Some(line) = lines.next() {
         let Some(language) = line.trim_start().strip_prefix("```") else {
             continue;
@@ -64,7 +69,12 @@ fn the_documented_overlay_renders_from_the_root_of_the_checkout() {
         .objects
         .iter()
         .filter(|o| o["kind"] == "Deployment")
-        .flat_map(|o| o["spec"]["template"]["spec"]["containers"].as_array().into_iter().flatten())
+        .flat_map(|o| {
+            o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+        })
         .filter_map(|c| c["image"].as_str())
         .collect();
     assert_eq!(images, ["registry.mycorp.example/platform/pullgate:0.1.0"]);
@@ -96,11 +106,14 @@ fn the_documented_uninstall_removes_the_webhook_first_and_tolerates_it_gone() {
     // Why the flag is needed: the overlay deleted second names the configuration deleted first.
     let rendered = render_documented_overlay();
     assert!(
-        rendered.objects.iter().any(|o| o["kind"] == "ValidatingWebhookConfiguration"
-            && o["metadata"]["name"] == "pullgate"),
+        rendered
+            .objects
+            .iter()
+            .any(|o| o["kind"] == "ValidatingWebhookConfiguration"
+                && o["metadata"]["name"] == "pullgate"),
         "the overlay holds the webhook configuration"
     );
-    let helm = text
+    let helm = section(&text, "Uninstall")
         .split("With Helm: ")
         .nth(1)
         .and_then(|rest| rest.split('\n').next())

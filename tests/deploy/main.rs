@@ -8,6 +8,7 @@
 
 mod access;
 mod audit;
+mod docs;
 mod invariants;
 mod pods;
 mod providers;
