@@ -172,6 +172,13 @@ async fn a_warm_admission_does_not_lengthen_a_tags_life() {
         assert_eq!(response["allowed"], true, "{response}");
         let cold = since(&reg, before);
         assert_eq!(cold[0].0, "HEAD", "resolved with a HEAD: {cold:?}");
+        // Then the manifest by digest and its config, once each: the manifest read for the platforms
+        // also gives `image-size` its layers (no second GET counted against the pull quota).
+        let manifests = cold
+            .iter()
+            .filter(|(method, path)| method == "GET" && path.contains("/manifests/"))
+            .count();
+        assert_eq!((cold.len(), manifests), (3, 1), "{cold:?}");
 
         tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
         for _ in 0..2 {

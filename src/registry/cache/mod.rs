@@ -378,6 +378,9 @@ impl CachedResolver {
                 contents,
             });
         }
+        // The manifest read for the platforms also says what it holds: kept, so that sizes need no
+        // second GET of it.
+        let mut read = None;
         let offered = self
             .platforms
             .entry(platforms_key)
@@ -391,6 +394,7 @@ impl CachedResolver {
                     .inner
                     .manifest(&pinned, credential, true, requests)
                     .await?;
+                read = found.contents;
                 let offered = found.platforms.unwrap_or_else(|| Ok(Vec::new()))?;
                 Ok(self.intern(offered))
             })
@@ -403,7 +407,7 @@ impl CachedResolver {
         Ok(Found {
             digest,
             platforms: Some(offered),
-            contents,
+            contents: contents.or(read),
         })
     }
 
