@@ -56,7 +56,11 @@ fn render_documented_overlay() -> Rendered {
         .into_iter()
         .find(|(language, body)| language == "yaml" && body.contains("kind: Kustomization"))
         .expect("step 2a shows its kustomization.yaml");
-    let dir = LocalOverlay(repo().join(format!("pullgate-local-test-{}", std::process::id())));
+    // One directory per call: the tests of this binary run at once in one process.
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let name = format!("pullgate-local-test-{}-{call}", std::process::id());
+    let dir = LocalOverlay(repo().join(name));
     std::fs::create_dir_all(&dir.0).expect("overlay directory");
     std::fs::write(dir.0.join("kustomization.yaml"), &overlay).expect("kustomization.yaml");
     Rendered::parse("docs/install.md step 2a", &kustomize(&dir.0))
