@@ -25,8 +25,8 @@ pub fn init(format: LogFormat) {
 }
 
 /// Fields whose value is a list (recorded as its `Debug` text, `["a", "b"]`: tracing records only text,
-/// numbers and booleans).
-const LIST_FIELDS: [&str; 3] = ["rules", "policies", "platforms"];
+/// numbers and booleans), as the JSON formatter starts them: `"FIELD":"[`.
+const LIST_FIELDS: [&str; 3] = [r#""rules":"["#, r#""policies":"["#, r#""platforms":"["#];
 
 /// In JSON logs, [`LIST_FIELDS`] as JSON arrays rather than strings holding one: the formatter writes
 /// each event in one call, and the line is rewritten on its way out. A value that does not read as a
@@ -55,10 +55,7 @@ fn lists_as_arrays(line: &str) -> Option<String> {
     let mut changed = false;
     while let Some((at, key)) = LIST_FIELDS
         .iter()
-        .filter_map(|field| {
-            let key = format!("\"{field}\":\"[");
-            rest.find(&key).map(|at| (at, key))
-        })
+        .filter_map(|key| rest.find(key).map(|at| (at, key)))
         .min()
     {
         let value_at = at + key.len() - 2; // the opening quote of the string value

@@ -61,23 +61,28 @@ async fn started(
     );
 }
 
+/// Admit a Pod running `nginx:latest` (denied by the shipped policy); the AdmissionReview answered.
+async fn admit_latest(client: &reqwest::Client, url: &str) -> Value {
+    let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
+    client
+        .post(format!("{url}/validate"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("answered")
+        .json()
+        .await
+        .expect("JSON")
+}
+
 #[tokio::test]
 async fn a_json_log_line_names_the_object_decided() {
     bounded(async {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("stderr.log");
         let (_serve, client, url) = serve(dir.path(), &["--log-format", "json"], &log).await;
-        let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
-        let answer: Value = client
-            .post(format!("{url}/validate"))
-            .header("content-type", "application/json")
-            .body(body)
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("JSON");
+        let answer = admit_latest(&client, &url).await;
         assert_eq!(answer["response"]["allowed"], false, "{answer}");
         let mut decided = None;
         for _ in 0..100 {
@@ -163,16 +168,7 @@ async fn without_policies_anywhere_the_built_in_policy_decides() {
         let mut command = bare_serve(dir.path(), port, &[]);
         command.stdout(std::process::Stdio::null());
         let (_serve, client, url) = started(command, port, &dir.path().join("certs"), &log).await;
-        let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
-        let answer: Value = client
-            .post(format!("{url}/validate"))
-            .body(body)
-            .send()
-            .await
-            .expect("answered")
-            .json()
-            .await
-            .expect("JSON");
+        let answer = admit_latest(&client, &url).await;
         assert_eq!(answer["response"]["allowed"], false, "{answer}");
         let text = std::fs::read_to_string(&log).expect("log");
         assert!(text.contains("using the built-in policy"), "{text}");
@@ -235,13 +231,8 @@ async fn text_logs_to_a_file_have_no_colour_codes() {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("stderr.log");
         let (_serve, client, url) = serve(dir.path(), &[], &log).await;
-        let body = serde_json::to_vec(&pod_review(one_container("nginx:latest"))).expect("JSON");
-        client
-            .post(format!("{url}/validate"))
-            .body(body)
-            .send()
-            .await
-            .expect("answered");
+        let answer = admit_latest(&client, &url).await;
+        assert_eq!(answer["response"]["allowed"], false, "{answer}");
         let mut text = String::new();
         for _ in 0..100 {
             text = std::fs::read_to_string(&log).expect("log");

@@ -66,6 +66,7 @@ struct Envelope<'a, O> {
     request: Option<RequestWire<O>>,
 }
 
+/// `#[serde(default)]` on a generic field would ask `O: Default`, which `&RawValue` is not.
 fn none<T>() -> Option<T> {
     None
 }

@@ -247,8 +247,8 @@ async fn audit_one(
     policy_rules: bool,
 ) -> WorkloadReport {
     let (kind, name) = (workload.kind, workload.name.clone());
-    let images = workload.containers().len();
     let subject = Subject::of_workload(workload, "default");
+    let images = subject.facts.containers.len();
     let decision = engine::decide(&subject, policies, Some(resolver)).await;
     let findings = decision
         .verdict

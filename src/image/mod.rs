@@ -17,7 +17,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -69,16 +69,15 @@ impl Parts {
     ) -> ImageRef {
         let name = format!("{registry}/{repository}");
         let mut normalized = name.clone();
-        match (&tag, &digest) {
-            (Some(tag), _) => write!(normalized, ":{tag}"),
-            (None, None) => write!(normalized, ":{DEFAULT_TAG}"),
-            (None, Some(_)) => Ok(()),
+        let shown_tag = tag.as_deref().or(digest.is_none().then_some(DEFAULT_TAG));
+        if let Some(tag) = shown_tag {
+            normalized.push(':');
+            normalized.push_str(tag);
         }
-        .and_then(|()| match &digest {
-            Some(digest) => write!(normalized, "@{digest}"),
-            None => Ok(()),
-        })
-        .expect("writing to a String cannot fail");
+        if let Some(digest) = &digest {
+            normalized.push('@');
+            normalized.push_str(&digest.to_string());
+        }
         ImageRef(Arc::new(Self {
             original,
             registry,

@@ -128,13 +128,12 @@ type DigestKey = String;
 
 /// The digest cache's key of `image` asked with `credential`.
 fn digest_key(image: &ImageRef, credential: Option<&Credential>) -> DigestKey {
-    let fingerprint = credential.map(Credential::fingerprint);
-    let fingerprint = fingerprint.as_deref().unwrap_or("anonymous");
+    let fingerprint = fingerprint(credential);
     let reference = image.normalized();
     let mut key = String::with_capacity(reference.len() + 1 + fingerprint.len());
     key.push_str(reference);
     key.push('\n');
-    key.push_str(fingerprint);
+    key.push_str(&fingerprint);
     key
 }
 
@@ -278,7 +277,10 @@ impl CachedResolver {
         credential: Option<&Credential>,
         requests: &RequestCounter,
     ) -> Arc<Vec<String>> {
-        let key = (image.name().to_owned(), fingerprint(credential));
+        let key = (
+            image.name().to_owned(),
+            fingerprint(credential).into_owned(),
+        );
         let entry = self
             .tags
             .entry(key)
@@ -440,13 +442,9 @@ impl CachedResolver {
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
-        for candidate in candidates {
-            let Some(chosen) = platform::preferred(candidate, entries.iter().map(|(p, _)| p))
-            else {
-                continue;
-            };
+        for (candidate, digest) in pulled(entries, candidates) {
             let child = self
-                .contents_of(image, &entries[chosen].1, credential, requests)
+                .contents_of(image, digest, credential, requests)
                 .await?;
             // A nested index, or a manifest that does not state every size: unknown.
             if let Contents::Image { size: Some(bytes) } = *child {
@@ -493,6 +491,18 @@ impl CachedResolver {
     }
 }
 
+/// For each candidate platform some entry of an index runs on: the candidate, and the digest of the entry
+/// its node pulls ([`platform::preferred`]).
+fn pulled<'a>(
+    entries: &'a [(Platform, String)],
+    candidates: &'a [Platform],
+) -> impl Iterator<Item = (&'a Platform, &'a str)> {
+    candidates.iter().filter_map(|candidate| {
+        let chosen = platform::preferred(candidate, entries.iter().map(|(p, _)| p))?;
+        Some((candidate, entries[chosen].1.as_str()))
+    })
+}
+
 /// A single image's size for every candidate platform (none when its manifest does not state it).
 fn same_size(candidates: &[Platform], size: Option<u64>) -> Vec<PlatformSize> {
     let Some(bytes) = size else {
@@ -507,6 +517,7 @@ fn same_size(candidates: &[Platform], size: Option<u64>) -> Vec<PlatformSize> {
         .collect()
 }
 
-fn fingerprint(credential: Option<&Credential>) -> String {
-    credential.map_or_else(|| "anonymous".to_owned(), Credential::fingerprint)
+/// A credential's fingerprint for cache keys, or `anonymous`.
+fn fingerprint(credential: Option<&Credential>) -> std::borrow::Cow<'static, str> {
+    credential.map_or("anonymous".into(), |c| c.fingerprint().into())
 }

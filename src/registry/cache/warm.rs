@@ -8,12 +8,12 @@ use std::sync::Arc;
 use moka::ops::compute::Op;
 
 use super::{
-    CachedResolver, Contents, DigestKey, DigestOutcome, digest_key, manifest_key, same_size,
+    CachedResolver, Contents, DigestKey, DigestOutcome, digest_key, manifest_key, pulled, same_size,
 };
 use crate::credentials::Credential;
 use crate::facts::{ManifestDigest, PlatformSize};
 use crate::image::ImageRef;
-use crate::platform::{self, Platform};
+use crate::platform::Platform;
 
 /// What the caches alone say of an image: its digest, the platforms it offers (shared with the cache,
 /// not copied) when they were asked, and what a node of each candidate platform pulls when that was.
@@ -117,12 +117,8 @@ impl CachedResolver {
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
-        for candidate in candidates {
-            let Some(chosen) = platform::preferred(candidate, entries.iter().map(|(p, _)| p))
-            else {
-                continue;
-            };
-            let key = manifest_key(name, &entries[chosen].1);
+        for (candidate, digest) in pulled(entries, candidates) {
+            let key = manifest_key(name, digest);
             if let Contents::Image { size: Some(bytes) } = *self.contents.get(&key).await? {
                 sizes.push(PlatformSize {
                     platform: candidate.clone(),
