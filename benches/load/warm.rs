@@ -11,7 +11,7 @@
 //! of the profile written to `target/bench-profile.txt`.
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::Router;
@@ -20,6 +20,8 @@ use axum::routing::post;
 use kube::core::DynamicObject;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use serde_json::Value;
+
+use pullgate::config::Settings;
 
 use super::{Row, containers, ms, review, settings_for, start_pullgate, yes};
 use crate::support::registry::TestRegistry;
@@ -79,7 +81,11 @@ async fn start_server(
     )
     .await?;
     let handle = axum_server::Handle::new();
-    let server = axum_server::bind_rustls("127.0.0.1:0".parse::<SocketAddr>()?, config)
+    // The same socket options as pullgate's server (`TCP_NODELAY`).
+    let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(config)
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+    let server = axum_server::bind("127.0.0.1:0".parse::<SocketAddr>()?)
+        .acceptor(acceptor)
         .handle(handle.clone());
     tokio::spawn(async move { server.serve(app.into_make_service()).await });
     let addr = handle
@@ -89,9 +95,105 @@ async fn start_server(
     Ok((addr, handle))
 }
 
-/// `wrk -t1 -c<connections>` posting the body in `script` to `url` for [`SECONDS`].
-async fn wrk(url: &str, script: &Path, connections: usize) -> anyhow::Result<Measured> {
-    let output = tokio::process::Command::new("wrk")
+/// The three servers of one pass, each with its own URL: pullgate (caches warmed, its answer
+/// checked), the decoding server and the floor. Started on the runtime that runs this.
+struct Servers {
+    urls: [String; 3],
+    pullgate: pullgate::server::Running,
+    baselines: [axum_server::Handle<SocketAddr>; 2],
+}
+
+impl Servers {
+    async fn start(settings: Settings, dir: PathBuf, body: Vec<u8>) -> anyhow::Result<Self> {
+        let running = start_pullgate(settings, &dir).await?;
+        let pullgate = format!("https://localhost:{}/validate", running.addr.port());
+        // Warm the caches, and check the answer is the real one.
+        let ca = running
+            .generated_ca
+            .clone()
+            .ok_or_else(|| anyhow::anyhow!("no CA"))?;
+        let first: Value = super::client(&ca)?
+            .post(&pullgate)
+            .body(body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        anyhow::ensure!(
+            first["response"]["allowed"] == true,
+            "warm-up admission not allowed: {first}"
+        );
+        let (decoding_addr, decoding_handle) =
+            start_server(&dir, Router::new().route("/validate", post(decoding))).await?;
+        let (floor_addr, floor_handle) =
+            start_server(&dir, Router::new().route("/validate", post(floor))).await?;
+        Ok(Self {
+            urls: [
+                pullgate,
+                format!("https://localhost:{}/validate", decoding_addr.port()),
+                format!("https://localhost:{}/validate", floor_addr.port()),
+            ],
+            pullgate: running,
+            baselines: [decoding_handle, floor_handle],
+        })
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        for handle in self.baselines {
+            handle.graceful_shutdown(Some(Duration::from_secs(2)));
+        }
+        self.pullgate.shutdown(Duration::from_secs(5)).await
+    }
+}
+
+/// A runtime whose one worker (and any blocking thread) runs on `cpu` only.
+fn pinned_runtime(cpu: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .on_thread_start(move || {
+            if let Err(error) = rustix::thread::sched_setaffinity(None, &set) {
+                eprintln!("cannot pin a server thread to CPU {cpu}: {error}");
+            }
+        })
+        .build()?)
+}
+
+/// `ROUNDS` wrk runs per server, alternating; `wrk_cpu` pins wrk to that CPU.
+async fn rounds(
+    urls: &[String; 3],
+    script: &Path,
+    connections: usize,
+    wrk_cpu: Option<usize>,
+) -> anyhow::Result<[Vec<Measured>; 3]> {
+    let mut runs: [Vec<Measured>; 3] = Default::default();
+    for _ in 0..ROUNDS {
+        for (url, runs) in urls.iter().zip(runs.iter_mut()) {
+            runs.push(wrk(url, script, connections, wrk_cpu).await?);
+        }
+    }
+    Ok(runs)
+}
+
+/// `wrk -t1 -c<connections>` posting the body in `script` to `url` for [`SECONDS`]; on CPU
+/// `cpu` only when given (`taskset`).
+async fn wrk(
+    url: &str,
+    script: &Path,
+    connections: usize,
+    cpu: Option<usize>,
+) -> anyhow::Result<Measured> {
+    let mut command = match cpu {
+        Some(cpu) => {
+            let mut taskset = tokio::process::Command::new("taskset");
+            taskset.args(["-c", &cpu.to_string(), "wrk"]);
+            taskset
+        }
+        None => tokio::process::Command::new("wrk"),
+    };
+    let output = command
         .args(["-t1", &format!("-c{connections}"), &format!("-d{SECONDS}s")])
         .args(["--latency", "-s"])
         .arg(script)
@@ -158,7 +260,7 @@ async fn profile(url: &str, script: &Path) -> anyhow::Result<String> {
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()?;
-    wrk(url, script, 50).await?;
+    wrk(url, script, 50, None).await?;
     let pid = perf
         .id()
         .ok_or_else(|| anyhow::anyhow!("perf exited early"))?;
@@ -177,16 +279,15 @@ async fn profile(url: &str, script: &Path) -> anyhow::Result<String> {
 }
 
 pub async fn p1_warm_path(reg: &TestRegistry) -> anyhow::Result<Vec<Row>> {
-    let certs = tempfile::tempdir()?;
-    let running = start_pullgate(settings_for(reg), certs.path()).await?;
+    let dir = tempfile::tempdir()?;
     let images: Vec<String> = ["a", "b", "c"]
         .iter()
         .map(|n| format!("{}/bench/{n}:v1", reg.host()))
         .collect();
     let body = review(containers(&images));
-    let body_file = certs.path().join("body.json");
+    let body_file = dir.path().join("body.json");
     std::fs::write(&body_file, &body)?;
-    let script = certs.path().join("post.lua");
+    let script = dir.path().join("post.lua");
     std::fs::write(
         &script,
         format!(
@@ -194,44 +295,39 @@ pub async fn p1_warm_path(reg: &TestRegistry) -> anyhow::Result<Vec<Row>> {
             body_file.display()
         ),
     )?;
-    let pullgate = format!("https://localhost:{}/validate", running.addr.port());
-    // Warm the caches, and check the answer is the real one.
-    let ca = running
-        .generated_ca
-        .clone()
-        .ok_or_else(|| anyhow::anyhow!("no CA"))?;
-    let client = super::client(&ca)?;
-    let first: Value = client
-        .post(&pullgate)
-        .body(body.clone())
-        .send()
-        .await?
-        .json()
-        .await?;
-    anyhow::ensure!(
-        first["response"]["allowed"] == true,
-        "warm-up admission not allowed: {first}"
-    );
-    let (decoding_addr, decoding_handle) = start_server(
-        certs.path(),
-        Router::new().route("/validate", post(decoding)),
-    )
-    .await?;
-    let (floor_addr, floor_handle) =
-        start_server(certs.path(), Router::new().route("/validate", post(floor))).await?;
-    let urls = [
-        pullgate.clone(),
-        format!("https://localhost:{}/validate", decoding_addr.port()),
-        format!("https://localhost:{}/validate", floor_addr.port()),
-    ];
-    let mut rows = Vec::new();
+    // Throughput: the servers on this runtime's workers, wrk anywhere (the two cores shared).
+    let shared = Servers::start(settings_for(reg), dir.path().join("shared"), body.clone()).await?;
+    let mut measured = Vec::new();
     for connections in [8, 50] {
-        let mut runs: [Vec<Measured>; 3] = Default::default();
-        for _ in 0..ROUNDS {
-            for (url, runs) in urls.iter().zip(runs.iter_mut()) {
-                runs.push(wrk(url, &script, connections).await?);
-            }
+        measured.push(rounds(&shared.urls, &script, connections, None).await?);
+    }
+    if std::env::var_os("PULLGATE_BENCH_PROFILE").is_some() {
+        let file = profile(&shared.urls[0], &script).await?;
+        println!("profile of pullgate at 50 connections: {file}");
+    }
+    shared.stop().await?;
+    // Latency: the servers on one core, wrk on another, so that the load generator never takes the
+    // server's core (with the two cores shared, every server's p99 is the scheduler's time slice).
+    let own_core = match two_cpus() {
+        Some((servers_cpu, wrk_cpu)) => {
+            let pinned = pinned_runtime(servers_cpu)?;
+            let servers = pinned
+                .spawn(Servers::start(
+                    settings_for(reg),
+                    dir.path().join("pinned"),
+                    body,
+                ))
+                .await??;
+            let runs = rounds(&servers.urls, &script, 8, Some(wrk_cpu)).await;
+            let stopped = servers.stop().await;
+            pinned.shutdown_background();
+            stopped?;
+            Some(runs?.map(median))
         }
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for (connections, runs) in [8, 50].into_iter().zip(measured) {
         let ratio = |other: &[Measured]| {
             let mut ratios: Vec<f64> = runs[0]
                 .iter()
@@ -243,40 +339,59 @@ pub async fn p1_warm_path(reg: &TestRegistry) -> anyhow::Result<Vec<Row>> {
         };
         let (to_decoding, to_floor) = (ratio(&runs[1]), ratio(&runs[2]));
         let [ours, decoded, bare] = runs.map(median);
+        let mut text = format!(
+            "pullgate {:.0} req/s p99 {} ({} errors); decoding {:.0} req/s p99 {}; floor {:.0} req/s p99 {}: {to_decoding:.2}× decoding, {to_floor:.2}× floor",
+            ours.rps,
+            ms(ours.p99),
+            ours.errors + decoded.errors + bare.errors,
+            decoded.rps,
+            ms(decoded.p99),
+            bare.rps,
+            ms(bare.p99),
+        );
+        let mut met = to_decoding >= 0.8;
+        if connections == 8 {
+            match &own_core {
+                Some([ours, decoded, bare]) => {
+                    text.push_str(&format!(
+                        "; servers on one core and wrk on another: p99 pullgate {} ({:.0} req/s, {} errors), decoding {}, floor {}",
+                        ms(ours.p99),
+                        ours.rps,
+                        ours.errors + decoded.errors + bare.errors,
+                        ms(decoded.p99),
+                        ms(bare.p99),
+                    ));
+                    met &= ours.p99 <= Duration::from_millis(1);
+                }
+                None => {
+                    text.push_str("; p99 on its own core not measured (fewer than two CPUs)");
+                    met = false;
+                }
+            }
+        }
         rows.push(Row {
             name: if connections == 8 {
                 "P1 warm path (Deployment, 3 cached images, wrk 8 conns)"
             } else {
                 "P1 warm path (Deployment, 3 cached images, wrk 50 conns)"
             },
-            measured: format!(
-                "pullgate {:.0} req/s p99 {} ({} errors); decoding {:.0} req/s p99 {}; floor {:.0} req/s p99 {}: {to_decoding:.2}× decoding, {to_floor:.2}× floor",
-                ours.rps,
-                ms(ours.p99),
-                ours.errors + decoded.errors + bare.errors,
-                decoded.rps,
-                ms(decoded.p99),
-                bare.rps,
-                ms(bare.p99),
-            ),
+            measured: text,
             target: if connections == 8 {
-                "≥ 0.8× decoding; p99 ≤ 1 ms"
+                "≥ 0.8× decoding; p99 ≤ 1 ms (wrk on its own core)"
             } else {
                 "≥ 0.8× decoding"
             },
-            verdict: yes(
-                to_decoding >= 0.8 && (connections != 8 || ours.p99 <= Duration::from_millis(1)),
-            ),
+            verdict: yes(met),
         });
     }
-    if std::env::var_os("PULLGATE_BENCH_PROFILE").is_some() {
-        let file = profile(&pullgate, &script).await?;
-        println!("profile of pullgate at 50 connections: {file}");
-    }
-    decoding_handle.graceful_shutdown(Some(Duration::from_secs(2)));
-    floor_handle.graceful_shutdown(Some(Duration::from_secs(2)));
-    running.shutdown(Duration::from_secs(5)).await?;
     Ok(rows)
+}
+
+/// Two CPUs this process may run on: one for the servers, one for wrk.
+fn two_cpus() -> Option<(usize, usize)> {
+    let allowed = rustix::thread::sched_getaffinity(None).ok()?;
+    let mut cpus = (0..rustix::thread::CpuSet::MAX_CPU).filter(|&cpu| allowed.is_set(cpu));
+    Some((cpus.next()?, cpus.next()?))
 }
 
 /// `--hot N`: the work of one warm admission without HTTP or TLS, on one thread, `N` times: decode,

@@ -203,10 +203,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<Running> {
     };
     let open_files = connections::raise_open_file_limit();
     tracing::debug!(?open_files, "open-file limit");
-    let tls_acceptor = axum_server::tls_rustls::RustlsAcceptor::new(rustls_config.clone())
-        .handshake_timeout(server_settings.handshake_timeout());
-    let acceptor = connections::Guarded::new(
-        tls_acceptor,
+    let acceptor = connections::acceptor(
+        rustls_config.clone(),
+        server_settings.handshake_timeout(),
         connections::fit_to_open_files(server_settings.max_connections, open_files),
         server_settings.idle_timeout(),
     );
