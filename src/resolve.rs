@@ -211,7 +211,7 @@ impl Resolver {
             self.credentials.as_deref(),
             &facts.namespace,
             spec,
-            self.node_credentials.as_deref(),
+            self.node_credentials.clone(),
         ));
         // Usually ready at once (the API's objects are watched, not fetched): no timer then.
         let gathered = match futures::poll!(gather.as_mut()) {
@@ -417,18 +417,25 @@ impl Resolver {
         if self.providers.is_some() {
             return None;
         }
-        let matching = credentials.for_image(image);
-        let credential = matching.candidates.first();
+        let credential = credentials.first_for_image(image);
         let candidates = need.sizes.then_some(pod_platforms.candidates.as_slice());
         let warm = self
             .images
-            .warm(image, credential, need.platforms, candidates)
+            .warm(image, credential.as_ref(), need.platforms, candidates)
             .await?;
         let platforms = warm.platforms;
+        // Only the problems of the pod's own secrets can be worth reporting (one without an entry for
+        // this image's registry never is): copied only when they are.
+        let secret_problems = credentials
+            .problems()
+            .iter()
+            .filter(|p| is_reportable(p))
+            .cloned()
+            .collect();
         Some(ImageStatus::Found {
             digest: warm.digest.0,
             platforms: platforms.map(|offered| Ok(platform::compare(&offered, pod_platforms))),
-            secret_problems: reportable(matching.problems),
+            secret_problems,
             sizes: warm.sizes.map(Ok),
         })
     }
@@ -464,17 +471,16 @@ fn reportable(problems: Vec<crate::facts::SecretProblem>) -> Vec<crate::facts::S
     if problems.is_empty() {
         return problems;
     }
-    problems
-        .into_iter()
-        .filter(|p| {
-            !p.is_missing_default_service_account()
-                && !matches!(
-                    p.kind,
-                    SecretProblemKind::NoEntryForRegistry { .. }
-                        | SecretProblemKind::ApiUnavailable { .. }
-                )
-        })
-        .collect()
+    problems.into_iter().filter(is_reportable).collect()
+}
+
+/// See [`reportable`].
+fn is_reportable(problem: &crate::facts::SecretProblem) -> bool {
+    !problem.is_missing_default_service_account()
+        && !matches!(
+            problem.kind,
+            SecretProblemKind::NoEntryForRegistry { .. } | SecretProblemKind::ApiUnavailable { .. }
+        )
 }
 
 fn failure(error: ResolveError) -> ImageStatus {

@@ -445,7 +445,7 @@ async fn node_credentials_come_after_pod_secrets() -> anyhow::Result<()> {
         Some(&source as &dyn CredentialSource),
         NS,
         &pod(&["regcred"], None),
-        Some(&node),
+        Some(std::sync::Arc::new(node)),
     )
     .await;
     let candidates = credentials.for_image(&image()).candidates;

@@ -222,10 +222,15 @@ async fn missing_secret_for_a_public_image_is_only_a_warning() {
         let kube = fake_kube().await;
         let app = app(&settings_for(&[&reg]), Some(kube.client().expect("client")), shipped_policies());
         let response = admit(&app, &pod_review(spec_with_secrets(&image(&reg), &["gone"]))).await;
+        let requests_after_first = reg.requests().len();
         assert_eq!(response["allowed"], true, "{response}");
         let found = warnings(&response);
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains("[pull-secret-valid] secret \"gone\" not found in namespace demo; the image pulls without it"), "{found:?}");
+        // Again, answered by the caches alone (the warm path): the same warning.
+        let again = admit(&app, &pod_review(spec_with_secrets(&image(&reg), &["gone"]))).await;
+        assert_eq!(warnings(&again), found, "{again}");
+        assert_eq!(reg.requests().len(), requests_after_first, "the second admission asked the registry");
     })
     .await;
 }

@@ -7,6 +7,11 @@
 //!
 //! The ratios say what pullgate's own work costs on top of reading the request. A Go load generator such
 //! as `hey` saturates at ~14k req/s on two cores and would hide the difference; `wrk` does not.
+//!
+//! Two passes: throughput with the servers on the bench's runtime and wrk anywhere (the two cores shared,
+//! as the targets were set), then p99 at 8 connections with the servers on one pinned core (one worker)
+//! and wrk pinned to another. With the cores shared, every server's p99 — the floor's too — is the
+//! scheduler's time slice (2–3 ms here), not the server's work.
 //! With `PULLGATE_BENCH_PROFILE=1`, pullgate's run at 50 connections is recorded with `perf` and the top
 //! of the profile written to `target/bench-profile.txt`.
 

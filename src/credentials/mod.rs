@@ -12,6 +12,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
+use std::sync::Arc;
 
 use futures::future::{BoxFuture, join_all};
 use k8s_openapi::api::core::v1::{LocalObjectReference, PodSpec, Secret, ServiceAccount};
@@ -164,7 +165,8 @@ pub struct PodCredentials {
     service_account: String,
     secrets: Vec<LoadedSecret>,
     problems: Vec<SecretProblem>,
-    node: Option<DockerConfig>,
+    /// The node's docker config, shared with the resolver (not copied per admission).
+    node: Option<Arc<DockerConfig>>,
     api_unavailable: bool,
 }
 
@@ -186,7 +188,7 @@ impl PodCredentials {
         source: Option<&dyn CredentialSource>,
         namespace: &str,
         spec: &PodSpec,
-        node: Option<&DockerConfig>,
+        node: Option<Arc<DockerConfig>>,
     ) -> Self {
         let account_name = spec
             .service_account_name
@@ -199,7 +201,7 @@ impl PodCredentials {
             service_account: account_name.to_owned(),
             secrets: Vec::new(),
             problems: Vec::new(),
-            node: node.cloned(),
+            node,
             api_unavailable: source.is_none(),
         };
         let mut names = secret_names(spec.image_pull_secrets.as_deref());
@@ -272,6 +274,34 @@ impl PodCredentials {
     /// Problems: every unreadable or malformed secret, plus `NoEntryForRegistry` for each loaded
     /// secret with no entry of its own for this image.
     pub fn for_image(&self, image: &ImageRef) -> ImageCredentials {
+        let candidates = self.candidates(image);
+        let mut problems = self.problems.clone();
+        for secret in &self.secrets {
+            if secret.config.matching(image).is_empty() {
+                problems.push(SecretProblem {
+                    secret: secret.name.clone(),
+                    service_account: secret.service_account.clone(),
+                    namespace: self.namespace.clone(),
+                    kind: SecretProblemKind::NoEntryForRegistry {
+                        registry: image.registry().to_owned(),
+                    },
+                });
+            }
+        }
+        ImageCredentials {
+            candidates,
+            problems,
+        }
+    }
+
+    /// The credential kubelet tries first for `image` (anonymous when `None`): the first of
+    /// [`for_image`](Self::for_image)'s candidates, without the problems.
+    pub fn first_for_image(&self, image: &ImageRef) -> Option<Credential> {
+        self.candidates(image).into_iter().next()
+    }
+
+    /// [`for_image`](Self::for_image)'s candidates.
+    fn candidates(&self, image: &ImageRef) -> Vec<Credential> {
         let target = image.name();
         let hub = image.registry() == "docker.io";
         let from_secrets = self.secrets.iter().flat_map(|secret| {
@@ -293,7 +323,7 @@ impl PodCredentials {
             _ => Vec::new(),
         };
         let mut seen = HashSet::new();
-        let candidates = keyring_lookup(from_secrets, target, hub)
+        keyring_lookup(from_secrets, target, hub)
             .into_iter()
             .chain(from_node)
             .filter(|(_, entry)| seen.insert((&entry.username, &entry.password)))
@@ -304,24 +334,7 @@ impl PodCredentials {
                     origin.clone(),
                 )
             })
-            .collect();
-        let mut problems = self.problems.clone();
-        for secret in &self.secrets {
-            if secret.config.matching(image).is_empty() {
-                problems.push(SecretProblem {
-                    secret: secret.name.clone(),
-                    service_account: secret.service_account.clone(),
-                    namespace: self.namespace.clone(),
-                    kind: SecretProblemKind::NoEntryForRegistry {
-                        registry: image.registry().to_owned(),
-                    },
-                });
-            }
-        }
-        ImageCredentials {
-            candidates,
-            problems,
-        }
+            .collect()
     }
 
     /// The pod's namespace.

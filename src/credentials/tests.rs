@@ -319,8 +319,8 @@ async fn pod_credentials_debug_redacts_every_password() {
         }]),
         ..PodSpec::default()
     };
-    let node = config(&[("reg.io", "node-user", "node-hunter3")]);
-    let gathered = PodCredentials::gather(Some(&source), "demo", &spec, Some(&node)).await;
+    let node = Arc::new(config(&[("reg.io", "node-user", "node-hunter3")]));
+    let gathered = PodCredentials::gather(Some(&source), "demo", &spec, Some(node.clone())).await;
     let for_image = gathered.for_image(&"reg.io/app:v1".parse().unwrap());
     assert_eq!(for_image.candidates.len(), 2, "{for_image:?}");
     assert_eq!(for_image.candidates[0].password(), "hunter2");
