@@ -12,8 +12,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -72,22 +72,24 @@ impl Drop for Slot {
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
-    last: Mutex<Instant>,
+    /// When the connection was accepted; `last` counts from it.
+    opened: Instant,
+    /// Milliseconds from `opened` to the end of the last request (no lock on the request path).
+    last: AtomicU64,
     idle_timeout: Duration,
-    /// Set by the first request: how to close this connection; the watch starts then.
-    watching: Mutex<bool>,
+    /// Set by the first request (which says how to close this connection); the watch starts then.
+    watching: AtomicBool,
     _slot: Slot,
 }
 
 impl Activity {
     fn touch(&self) {
-        if let Ok(mut last) = self.last.lock() {
-            *last = Instant::now();
-        }
+        let since = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(since, Ordering::Release);
     }
 
     fn last(&self) -> Instant {
-        self.last.lock().map_or_else(|_| Instant::now(), |l| *l)
+        self.opened + Duration::from_millis(self.last.load(Ordering::Acquire))
     }
 }
 
@@ -119,9 +121,10 @@ where
             inner: service,
             activity: Arc::new(Activity {
                 in_flight: AtomicUsize::new(0),
-                last: Mutex::new(Instant::now()),
+                opened: Instant::now(),
+                last: AtomicU64::new(0),
                 idle_timeout: self.idle_timeout,
-                watching: Mutex::new(false),
+                watching: AtomicBool::new(false),
                 _slot: slot,
             }),
         };
@@ -161,8 +164,8 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let activity = &self.activity;
+        // In flight, the connection is not idle: `last` matters from the request's end.
         activity.in_flight.fetch_add(1, Ordering::AcqRel);
-        activity.touch();
         if let Some(shutdown) = request.extensions().get::<ConnectionShutdown>() {
             start_watch(activity, shutdown.clone());
         }
@@ -179,13 +182,9 @@ where
 /// On a connection's first request: a task that closes the connection once it has been idle for the
 /// timeout. It ends when the connection does (its activity is dropped).
 fn start_watch(activity: &Arc<Activity>, shutdown: ConnectionShutdown) {
-    let Ok(mut watching) = activity.watching.lock() else {
-        return;
-    };
-    if *watching {
+    if activity.watching.swap(true, Ordering::AcqRel) {
         return;
     }
-    *watching = true;
     let weak: Weak<Activity> = Arc::downgrade(activity);
     tokio::spawn(async move {
         loop {
