@@ -121,6 +121,15 @@ fn run_action(given: &[(&str, &str)], temp: &Path) -> Vec<(String, Output)> {
     outputs
 }
 
+/// The strings of a YAML list that must be there (a job's `script`).
+fn strings<'a>(list: &'a Value, what: &str) -> Vec<&'a str> {
+    list.as_array()
+        .expect(what)
+        .iter()
+        .filter_map(Value::as_str)
+        .collect()
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -260,12 +269,7 @@ fn the_gitlab_job_fails_on_denials_and_leaves_its_junit_report() {
         job["artifacts"]["when"], "always",
         "kept when the job fails"
     );
-    let script: Vec<&str> = job["script"]
-        .as_array()
-        .expect("script")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let script: Vec<&str> = strings(&job["script"], "script");
     for (files, expected) in [
         ("tests/fixtures/ci/bad/", Some(1)),
         ("tests/fixtures/ci/good/", Some(0)),
@@ -301,12 +305,7 @@ fn the_gitlab_job_fails_on_denials_and_leaves_its_junit_report() {
             "{files}: {junit}"
         );
     }
-    let install: Vec<&str> = job["before_script"]
-        .as_array()
-        .expect("before_script")
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let install: Vec<&str> = strings(&job["before_script"], "before_script");
     assert!(
         install
             .iter()

@@ -6,7 +6,7 @@
 //! sends a first request is cut by the server's first-request timeout; slow bodies by [`super::body`].
 //!
 //! Every accepted socket has `TCP_NODELAY`: an answer leaves when it is written. With Nagle's algorithm
-//! on, about one admission in a thousand waited 25–35 ms under load (README "Performance", note 8).
+//! on, about one admission in a thousand waited 25–40 ms under load (README "Performance", note 8).
 //!
 //! Also raises the soft open-file limit to the hard one at start-up.
 
