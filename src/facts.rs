@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use crate::image::{ImageRef, ImageRefError};
 use crate::platform::{Platform, PlatformMatch, PodPlatforms};
-use crate::workload::ContainerSpec;
+use crate::workload::{ContainerSpec, RunAs};
 
 /// Secret type of a `config.json`-layout pull secret, the one kubelet reads besides `dockercfg`.
 pub const DOCKER_CONFIG_JSON_TYPE: &str = "kubernetes.io/dockerconfigjson";
@@ -23,6 +23,14 @@ pub struct Facts {
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     pub containers: Vec<ContainerFacts>,
+    /// The pod's own `securityContext` user fields (each container's own override them).
+    pub pod_run_as: RunAs,
+    /// The pod's declared `spec.os.name` (`linux` or `windows`), when it declares one.
+    pub pod_os: Option<String>,
+    /// Whether the pod's node selector and required node affinity let it onto nodes of the OS it
+    /// declares ([`crate::platform::os_allowed`]); `None` when they do not constrain the OS, or it
+    /// declares none.
+    pub pod_os_allowed: Option<bool>,
 }
 
 /// One container to check, with its image parsed once.
@@ -60,6 +68,9 @@ pub struct RegistryNeed {
     pub suggest_tags: bool,
     /// `image-size` applies: read the compressed size of what each platform the pod may land on pulls.
     pub sizes: bool,
+    /// A start rule (`run-as-non-root`, `command-specified`) needs what the image config says: read the
+    /// config of what each platform the pod may land on pulls.
+    pub config: bool,
 }
 
 /// The registry's answers for one admission, by container image field path.
@@ -96,6 +107,9 @@ pub enum ImageStatus {
         secret_problems: Vec<SecretProblem>,
         /// What a node of each platform the pod may land on pulls, compressed; `None` when not asked.
         sizes: Option<Result<Vec<PlatformSize>, ResolveError>>,
+        /// What a node of each platform the pod may land on would start (the image config of the
+        /// manifest it selects); `None` when not asked.
+        configs: Option<Result<Vec<StartConfig>, ResolveError>>,
     },
     /// The registry says the tag, digest or repository does not exist; for a missing tag, the nearest
     /// existing tags when they were asked for.
@@ -131,6 +145,34 @@ pub enum ImageStatus {
 pub struct PlatformSize {
     pub platform: Platform,
     pub bytes: u64,
+}
+
+/// What an image's config blob decides about starting a container, as the runtime reads it: the
+/// platform the binaries are for, the Windows build, the user and the default command.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImageConfig {
+    /// `os`/`architecture`/`variant` as the config states them; `None` when it names no os or
+    /// architecture.
+    pub platform: Option<Platform>,
+    /// `os.version`: a Windows image's build, e.g. `10.0.17763.5936`.
+    pub os_version: Option<String>,
+    /// `config.User` as written (`""` when unset): `uid`, `uid:gid`, `name` or `name:group`.
+    pub user: String,
+    /// `config.Entrypoint` (empty when unset or null).
+    pub entrypoint: Vec<String>,
+    /// `config.Cmd` (empty when unset or null).
+    pub cmd: Vec<String>,
+}
+
+/// What a node of one platform the pod may land on would start: the index entry it selects (`None` for
+/// a single image, where the config is all there is) and that manifest's config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartConfig {
+    /// The node platform (a candidate of [`PodPlatforms`]).
+    pub node: Platform,
+    /// The platform the selected index entry claims, with its `os.version` when it states one.
+    pub entry: Option<(Platform, Option<String>)>,
+    pub config: std::sync::Arc<ImageConfig>,
 }
 
 /// What a manifest lookup found missing.

@@ -25,7 +25,7 @@ use crate::image::ImageRef;
 use crate::platform::{self, Platform};
 use crate::registry::RequestCounter;
 use crate::registry::budget::BudgetSink;
-use crate::registry::cache::CachedResolver;
+use crate::registry::cache::{CachedResolver, WarmNeed};
 
 /// Time limits and parallelism of resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -401,7 +401,28 @@ impl Resolver {
             ),
             false => None,
         };
-        found_status(found, sizes, need, pod_platforms, matching.problems)
+        let configs = match need.config {
+            true => Some(
+                self.images
+                    .starts(
+                        image,
+                        &found,
+                        credential,
+                        &pod_platforms.candidates,
+                        requests,
+                    )
+                    .await,
+            ),
+            false => None,
+        };
+        found_status(
+            found,
+            sizes,
+            configs,
+            need,
+            pod_platforms,
+            matching.problems,
+        )
     }
 
     /// One image from the caches alone, when they hold all `need` asks for with the credential kubelet
@@ -418,11 +439,13 @@ impl Resolver {
             return None;
         }
         let credential = credentials.first_for_image(image);
-        let candidates = need.sizes.then_some(pod_platforms.candidates.as_slice());
-        let warm = self
-            .images
-            .warm(image, credential.as_ref(), need.platforms, candidates)
-            .await?;
+        let candidates = pod_platforms.candidates.as_slice();
+        let want = WarmNeed {
+            platforms: need.platforms,
+            sizes: need.sizes.then_some(candidates),
+            starts: need.config.then_some(candidates),
+        };
+        let warm = self.images.warm(image, credential.as_ref(), want).await?;
         let platforms = warm.platforms;
         // Only the problems of the pod's own secrets can be worth reporting (one without an entry for
         // this image's registry never is): copied only when they are.
@@ -437,6 +460,7 @@ impl Resolver {
             platforms: platforms.map(|offered| Ok(platform::compare(&offered, pod_platforms))),
             secret_problems,
             sizes: warm.sizes.map(Ok),
+            configs: warm.starts.map(Ok),
         })
     }
 }
@@ -446,6 +470,7 @@ impl Resolver {
 fn found_status(
     found: crate::registry::Found,
     sizes: Option<Result<Vec<crate::facts::PlatformSize>, ResolveError>>,
+    configs: Option<Result<Vec<crate::facts::StartConfig>, ResolveError>>,
     need: RegistryNeed,
     pod_platforms: &platform::PodPlatforms,
     problems: Vec<crate::facts::SecretProblem>,
@@ -461,6 +486,7 @@ fn found_status(
         platforms,
         secret_problems: reportable(problems),
         sizes,
+        configs,
     }
 }
 

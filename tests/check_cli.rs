@@ -60,7 +60,7 @@ fn stdin_is_read_with_a_dash_and_deny_findings_exit_1() {
     );
     assert!(
         stdout.ends_with(
-            "1 objects, 1 images: 1 denied, 0 warnings, 7 registry checks skipped (--offline)\n"
+            "1 objects, 1 images: 1 denied, 0 warnings, 9 registry checks skipped (--offline)\n"
         ),
         "{stdout}"
     );

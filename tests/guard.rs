@@ -410,8 +410,9 @@ async fn check_allows_loopback_and_still_refuses_metadata_addresses() {
                 ),
             }
         }
-        // The index and its amd64 manifest (image-size): loopback reached, the metadata address never.
-        assert_eq!(server.hits().len(), 2, "{:?}", server.hits());
+        // The index, its amd64 manifest (image-size) and that manifest's config (the pod gives no
+        // command): loopback reached, the metadata address never.
+        assert_eq!(server.hits().len(), 3, "{:?}", server.hits());
     })
     .await;
 }

@@ -21,7 +21,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("facts", &["image", "platform", "workload"]),
     ("config", &["image", "platform", "yaml"]),
     ("telemetry", &["config"]),
-    ("policy", &["facts", "image", "platform", "yaml"]),
+    (
+        "policy",
+        &["facts", "image", "platform", "workload", "yaml"],
+    ),
     ("credentials", &["facts", "image"]),
     (
         "registry",
@@ -31,7 +34,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "resolve",
         &["credentials", "facts", "image", "platform", "registry"],
     ),
-    ("engine", &["facts", "policy", "resolve", "workload"]),
+    (
+        "engine",
+        &["facts", "platform", "policy", "resolve", "workload"],
+    ),
     ("wiring", &["config", "credentials", "registry", "resolve"]),
     (
         "admission",

@@ -1,8 +1,11 @@
-//! Round trips, counted in a real docker-registry's access log (and the token service's own count): a
-//! cold image index costs 2 requests (the index, and for `image-size` the platform manifest the pod's
-//! nodes pull), a single-platform image 2 (manifest and config), the same behind
-//! Basic auth 3 (the first challenge, then both authenticated), and behind token auth the second image of
-//! a repository makes no token request. No `/v2/` ping, no `HEAD` before a `GET`.
+//! Round trips, counted in a real docker-registry's access log (and the token service's own count): for
+//! a pod that leaves nothing to the image config (a command, no `runAsNonRoot`), a cold image index
+//! costs 2 requests (the index, and for `image-size` the platform manifest the pod's nodes pull), a
+//! single-platform image 2 (manifest and config), the same behind Basic auth 3 (the first challenge,
+//! then both authenticated); a pod whose start the image config decides costs one request more for an
+//! index (the config of the entry its node pulls) and none more for a single image (its config is read
+//! for the platform anyway); behind token auth the second image of a repository makes no token request.
+//! No `/v2/` ping, no `HEAD` before a `GET`.
 
 mod support;
 
@@ -18,9 +21,19 @@ fn since(reg: &TestRegistry, before: usize) -> Vec<(String, String)> {
     reg.requests().split_off(before)
 }
 
-/// Admit a pod running `image` with a pull secret for `reg` when it has credentials.
+/// Admit a pod running `image` with a pull secret for `reg` when it has credentials, and a command:
+/// nothing is left to the image config.
 async fn admit_once(app: &axum::Router, image: &str) -> serde_json::Value {
     let spec = serde_json::json!({"imagePullSecrets": [{"name": "regcred"}],
+        "containers": [{"name": "app", "image": image, "command": ["/app"]}]});
+    admit(app, &pod_review(spec)).await
+}
+
+/// Admit a pod running `image` that leaves its start to the image config: no command, and
+/// `runAsNonRoot` without `runAsUser`.
+async fn admit_config(app: &axum::Router, image: &str) -> serde_json::Value {
+    let spec = serde_json::json!({"imagePullSecrets": [{"name": "regcred"}],
+        "securityContext": {"runAsNonRoot": true},
         "containers": [{"name": "app", "image": image}]});
     admit(app, &pod_review(spec)).await
 }
@@ -94,6 +107,51 @@ async fn cold_lookups_cost_the_fewest_requests_the_protocol_allows() {
         let behind_basic = since(&basic, before);
         assert_eq!(behind_basic.len(), 3, "behind Basic auth: {behind_basic:?}");
         assert!(!behind_basic.iter().any(|(_, path)| path == "/v2/"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pod_whose_start_the_image_config_decides_costs_one_config_read_per_index() {
+    registry::install_crypto();
+    bounded(async {
+        let plain = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        let user = || Platform::linux("amd64").with_user("1001");
+        let multi = ImageKind::OciIndex(vec![user(), Platform::linux("arm64").with_user("1001")]);
+        push_image(&plain, "team/multi", "v1", multi)
+            .await
+            .expect("push");
+        push_image(&plain, "team/single", "v1", ImageKind::single(user()))
+            .await
+            .expect("push");
+        let settings = settings_for(&[&plain]);
+        let (app, _kube) = app_for(&plain, &settings).await;
+
+        let before = plain.requests().len();
+        let response = admit_config(&app, &format!("{}/team/multi:v1", plain.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let index = since(&plain, before);
+        // The index, the amd64 manifest (image-size and the start rules share it) and its config.
+        assert_eq!(index.len(), 3, "an index: {index:?}");
+        assert!(index[0].1.ends_with("/manifests/v1") && index[1].1.contains("/manifests/sha256:"));
+        assert!(index[2].1.contains("/blobs/sha256:"), "{index:?}");
+
+        let before = plain.requests().len();
+        let response = admit_config(&app, &format!("{}/team/single:v1", plain.host())).await;
+        assert_eq!(response["allowed"], true, "{response}");
+        let single = since(&plain, before);
+        // The config read for the platform is the one the start rules read: nothing more.
+        assert_eq!(single.len(), 2, "a single-platform image: {single:?}");
+
+        // Warm: no request for either.
+        let before = plain.requests().len();
+        for image in ["team/multi:v1", "team/single:v1"] {
+            let response = admit_config(&app, &format!("{}/{image}", plain.host())).await;
+            assert_eq!(response["allowed"], true, "{response}");
+        }
+        assert_eq!(since(&plain, before), Vec::new());
     })
     .await;
 }

@@ -48,9 +48,21 @@ impl ImageResolver for Instant100k {
                 ])),
                 contents: Some(pullgate::registry::Contents::Image {
                     size: Some(50 << 20),
+                    config: None,
                 }),
+                config: None,
             })
         })
+    }
+
+    fn config<'a>(
+        &'a self,
+        _: &'a ImageRef,
+        _: Option<&'a Credential>,
+        _: &'a str,
+        _: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<pullgate::facts::ImageConfig, ResolveError>> {
+        Box::pin(async { Ok(pullgate::facts::ImageConfig::default()) })
     }
 
     fn head_first(&self, _: &str) -> bool {

@@ -1,5 +1,7 @@
 //! P6: the requests a cold lookup costs, counted in a real registry's access log (and its token
-//! service's count), next to the minimum the distribution protocol allows.
+//! service's count), next to the minimum the distribution protocol allows — for a pod that gives its
+//! command (nothing is left to the image config) and, for the start rules, for one that does not (the
+//! config of what its node pulls is read too).
 
 use super::*;
 use support::registry::{Auth, Platform};
@@ -10,6 +12,7 @@ async fn requests_for(
     settings: &Settings,
     kube: Option<kube::Client>,
     image: &str,
+    command: bool,
 ) -> anyhow::Result<usize> {
     let mut settings = settings.clone();
     settings
@@ -19,11 +22,15 @@ async fn requests_for(
     let mut metrics = pullgate::telemetry::metrics_registry();
     let wired = pullgate::wiring::serve(&settings, kube, &mut metrics)?;
     let before = reg.requests().len();
+    let mut container = json!({"name": "app", "image": image});
+    if command {
+        container["command"] = json!(["/app"]);
+    }
     let subject = pullgate::engine::Subject::of_workload(
         pullgate::workload::Workload::from_object(
             pullgate::workload::WorkloadKind::Pod,
             &json!({"metadata": {"name": "p", "namespace": "demo"},
-                "spec": {"containers": [{"name": "app", "image": image}]}}),
+                "spec": {"containers": [container]}}),
         )?,
         "demo",
     );
@@ -52,20 +59,12 @@ pub async fn p6_round_trips() -> anyhow::Result<Vec<Row>> {
     registry::push_image(&plain, "rt/multi", "v1", multi).await?;
     registry::push_image(&plain, "rt/single", "v1", amd64()).await?;
     let mut settings = settings_for(&plain);
-    let index = requests_for(
-        &plain,
-        &settings,
-        None,
-        &format!("{}/rt/multi:v1", plain.host()),
-    )
-    .await?;
-    let single = requests_for(
-        &plain,
-        &settings,
-        None,
-        &format!("{}/rt/single:v1", plain.host()),
-    )
-    .await?;
+    let multi = format!("{}/rt/multi:v1", plain.host());
+    let single = format!("{}/rt/single:v1", plain.host());
+    let index = requests_for(&plain, &settings, None, &multi, true).await?;
+    let index_config = requests_for(&plain, &settings, None, &multi, false).await?;
+    let single_config = requests_for(&plain, &settings, None, &single, false).await?;
+    let single = requests_for(&plain, &settings, None, &single, true).await?;
 
     let basic = registry::start(RegistryOptions {
         auth: Auth::basic("alice", "s3cret"),
@@ -92,6 +91,7 @@ pub async fn p6_round_trips() -> anyhow::Result<Vec<Row>> {
         &settings,
         None,
         &format!("{}/rt/single:v1", basic.host()),
+        true,
     )
     .await?;
     Ok(vec![
@@ -103,6 +103,16 @@ pub async fn p6_round_trips() -> anyhow::Result<Vec<Row>> {
         row(
             "P6 cold lookup of a single-platform image (manifest + config)",
             single,
+            2,
+        ),
+        row(
+            "P6 an index, no command given (+ the amd64 entry's config, for the start rules)",
+            index_config,
+            3,
+        ),
+        row(
+            "P6 a single-platform image, no command given (its config, read once for both)",
+            single_config,
             2,
         ),
         row(

@@ -250,6 +250,9 @@ mod tests {
             image: image.into(),
             pull_policy: None,
             image_path: "spec.containers[0].image".into(),
+            command: None,
+            args: None,
+            run_as: Default::default(),
         })
     }
 

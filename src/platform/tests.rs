@@ -1,4 +1,5 @@
 use super::*;
+use k8s_openapi::api::core::v1::PodSpec;
 use rstest::rstest;
 use serde_json::{Value, json};
 
@@ -135,7 +136,7 @@ fn runs_on(#[case] image: &str, #[case] node: &str, #[case] expected: bool) {
 #[case::match_fields_only(json!({}), json!([{"matchFields": [req("metadata.name", "In", &["n1"])]}]), &["linux/amd64"], &["linux/amd64"], false)]
 fn pod_platforms_from(#[case] selector: Value, #[case] terms: Value, #[case] nodes: &[&str], #[case] expected: &[&str], #[case] constrained: bool) {
     let got = pod_platforms(&spec(selector, terms), &ps(nodes));
-    assert_eq!(got, PodPlatforms { candidates: expected.iter().map(|s| p(s).normalized()).collect(), constrained });
+    assert_eq!(got, PodPlatforms { candidates: expected.iter().map(|s| p(s).normalized()).collect(), constrained, other_os: Vec::new() });
 }
 
 const INDEX: &[&str] = &[
@@ -155,7 +156,7 @@ const INDEX: &[&str] = &[
 #[case::attestations_are_not_offered(INDEX, &["linux/ppc64le"], PlatformMatch::None { wanted: ps(&["linux/ppc64le"]), offered: ps(&["linux/amd64", "linux/arm64"]) })]
 #[case::only_attestations(&["unknown/unknown"], &["linux/amd64"], PlatformMatch::None { wanted: ps(&["linux/amd64"]), offered: vec![] })]
 fn compares(#[case] image: &[&str], #[case] candidates: &[&str], #[case] expected: PlatformMatch) {
-    let pod = PodPlatforms { candidates: ps(candidates), constrained: false };
+    let pod = PodPlatforms { candidates: ps(candidates), constrained: false, other_os: Vec::new() };
     assert_eq!(compare(&ps(image), &pod), expected);
 }
 
@@ -193,4 +194,39 @@ fn is_normalized_agrees_with_normalized(#[case] text: &str) {
         platform.normalized() == platform,
         "{text}"
     );
+}
+
+/// A PodSpec with this nodeSelector, required terms (unless null) and `spec.os.name`.
+fn spec_with_os(selector: Value, terms: Value, os: &str) -> PodSpec {
+    let mut spec = spec(selector, terms);
+    spec.os = Some(k8s_openapi::api::core::v1::PodOS { name: os.into() });
+    spec
+}
+
+#[rustfmt::skip]
+#[rstest]
+#[case::unconstrained(json!({}), Value::Null, "windows", None)]
+#[case::selector_agrees(json!({O: "windows"}), Value::Null, "windows", Some(true))]
+#[case::selector_contradicts(json!({O: "linux"}), Value::Null, "windows", Some(false))]
+#[case::legacy_label(json!({"beta.kubernetes.io/os": "linux"}), Value::Null, "windows", Some(false))]
+#[case::arch_only_is_no_os_constraint(json!({A: "arm64"}), Value::Null, "linux", None)]
+#[case::affinity_not_in(json!({}), json!([term(&[req(O, "NotIn", &["windows"])])]), "windows", Some(false))]
+#[case::affinity_either_term(json!({}), json!([term(&[req(O, "In", &["linux"])]), term(&[req(O, "In", &["windows"])])]), "windows", Some(true))]
+#[case::affinity_arch_term_leaves_os_open(json!({}), json!([term(&[req(O, "In", &["linux"])]), term(&[req(A, "In", &["amd64"])])]), "windows", Some(true))]
+fn the_declared_os_against_the_scheduling_constraints(#[case] selector: Value, #[case] terms: Value, #[case] os: &str, #[case] expected: Option<bool>) {
+    assert_eq!(os_allowed(&spec(selector, terms), os), expected);
+}
+
+#[rustfmt::skip]
+#[rstest]
+// A Windows pod in a cluster pullgate knows as Linux-only runs (if anywhere) on windows nodes: the image
+// is compared with those, and the Linux nodes the scheduler may still pick are kept apart.
+#[case::unconstrained(json!({}), &["linux/amd64"], "windows", &["windows/amd64"], &["linux/amd64"])]
+#[case::mixed_cluster(json!({}), &["linux/amd64", "linux/arm64", "windows/amd64"], "windows", &["windows/amd64"], &["linux/amd64", "linux/arm64"])]
+#[case::selected(json!({O: "windows"}), &["linux/amd64", "windows/amd64"], "windows", &["windows/amd64"], &[])]
+#[case::linux_pod(json!({}), &["linux/amd64", "windows/amd64"], "linux", &["linux/amd64"], &["windows/amd64"])]
+fn a_declared_os_narrows_where_the_pod_runs(#[case] selector: Value, #[case] nodes: &[&str], #[case] os: &str, #[case] runs: &[&str], #[case] other: &[&str]) {
+    let got = pod_platforms(&spec_with_os(selector, Value::Null, os), &ps(nodes));
+    assert_eq!(got.candidates, ps(runs));
+    assert_eq!(got.other_os, ps(other));
 }

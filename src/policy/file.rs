@@ -78,6 +78,10 @@ pub struct Rules {
     pub registry_tls: Option<SimpleRule>,
     pub rate_limited: Option<SimpleRule>,
     pub image_size: Option<ImageSizeRule>,
+    pub run_as_non_root: Option<SimpleRule>,
+    pub command_specified: Option<SimpleRule>,
+    pub config_platform: Option<SimpleRule>,
+    pub pod_os: Option<SimpleRule>,
 }
 
 /// `image-size`: its action, and the largest compressed image a node may be asked to pull (default

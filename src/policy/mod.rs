@@ -5,10 +5,12 @@
 
 mod file;
 pub mod glob;
+mod plan;
 pub mod quantity;
 mod resolved;
 mod rule_set;
 mod rules;
+pub mod start;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,12 +18,13 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::facts::{Facts, RegistryNeed, Resolved, printable, truncate_chars};
+use crate::facts::{Facts, Resolved, printable, truncate_chars};
 pub use file::{
     API_VERSION, Deprecation, KIND, LoadedPolicy, PolicyDocument, PolicyError, Scope,
     default_deprecations, load_dir, parse_file, policy_files,
 };
 use glob::Glob;
+pub use plan::{ContainerPlan, plan};
 pub use rule_set::RuleSet;
 
 /// Stable rule ids. Each appears in every message as `[rule-id]`.
@@ -41,11 +44,15 @@ pub enum RuleId {
     RegistryTls,
     RateLimited,
     ImageSize,
+    RunAsNonRoot,
+    CommandSpecified,
+    ConfigPlatform,
+    PodOs,
 }
 
 impl RuleId {
     /// Every rule, in the order the README documents them.
-    pub const ALL: [RuleId; 13] = [
+    pub const ALL: [RuleId; 17] = [
         Self::ImageReferenceValid,
         Self::TagNotLatest,
         Self::PullPolicy,
@@ -59,6 +66,10 @@ impl RuleId {
         Self::RegistryTls,
         Self::RateLimited,
         Self::ImageSize,
+        Self::RunAsNonRoot,
+        Self::CommandSpecified,
+        Self::ConfigPlatform,
+        Self::PodOs,
     ];
 
     /// Whether the rule needs an answer from the image's registry.
@@ -72,6 +83,17 @@ impl RuleId {
                 | Self::RegistryTls
                 | Self::RateLimited
                 | Self::ImageSize
+                | Self::RunAsNonRoot
+                | Self::CommandSpecified
+                | Self::ConfigPlatform
+        )
+    }
+
+    /// Whether the rule reads the image config (what a node of each candidate platform starts).
+    pub fn needs_config(self) -> bool {
+        matches!(
+            self,
+            Self::RunAsNonRoot | Self::CommandSpecified | Self::ConfigPlatform
         )
     }
 
@@ -91,6 +113,10 @@ impl RuleId {
             Self::RegistryTls => "registry-tls",
             Self::RateLimited => "rate-limited",
             Self::ImageSize => "image-size",
+            Self::RunAsNonRoot => "run-as-non-root",
+            Self::CommandSpecified => "command-specified",
+            Self::ConfigPlatform => "config-platform",
+            Self::PodOs => "pod-os",
         }
     }
 
@@ -109,7 +135,11 @@ impl RuleId {
             | Self::RegistryAllowed
             | Self::ImageExists
             | Self::PlatformSupported
-            | Self::PullSecretValid => Action::Deny,
+            | Self::PullSecretValid
+            | Self::RunAsNonRoot
+            | Self::CommandSpecified
+            | Self::ConfigPlatform
+            | Self::PodOs => Action::Deny,
         }
     }
 }
@@ -247,12 +277,14 @@ enum RuleConfig {
     ImageSize {
         max: quantity::ByteQuantity,
     },
+    /// A start rule ([`start`]): the pod spec with, where it needs it, the image config.
+    Start(RuleId),
 }
 
 impl RuleConfig {
     fn id(&self) -> RuleId {
         match self {
-            Self::Registry(id) => *id,
+            Self::Registry(id) | Self::Start(id) => *id,
             Self::ImageSize { .. } => RuleId::ImageSize,
             Self::ImageReferenceValid => RuleId::ImageReferenceValid,
             Self::TagNotLatest => RuleId::TagNotLatest,
@@ -333,6 +365,16 @@ impl CompiledPolicy {
                 let action = s.action.unwrap_or(RuleId::ImageSize.default_action());
                 (action, RuleConfig::ImageSize { max })
             }),
+            simple(&r.run_as_non_root, RuleConfig::Start(RuleId::RunAsNonRoot)),
+            simple(
+                &r.command_specified,
+                RuleConfig::Start(RuleId::CommandSpecified),
+            ),
+            simple(
+                &r.config_platform,
+                RuleConfig::Start(RuleId::ConfigPlatform),
+            ),
+            simple(&r.pod_os, RuleConfig::Start(RuleId::PodOs)),
         ];
         Self {
             include: document.spec.include.clone(),
@@ -422,76 +464,6 @@ impl PolicySet {
     }
 }
 
-/// Which registry rules the policies run on one container: the plan that says what the registry must
-/// be asked (or, offline, which rules were skipped).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ContainerPlan {
-    /// The registry rules that apply, in rule order; empty when the registry is not asked at all.
-    pub registry_rules: RuleSet,
-    /// A policy running `image-exists` on it wants "did you mean" for a missing tag.
-    pub suggest_tags: bool,
-}
-
-impl ContainerPlan {
-    /// What the registry must be asked for this container.
-    pub fn need(&self) -> RegistryNeed {
-        RegistryNeed {
-            resolve: !self.registry_rules.is_empty(),
-            platforms: self.registry_rules.contains(RuleId::PlatformSupported),
-            suggest_tags: self.suggest_tags && self.registry_rules.contains(RuleId::ImageExists),
-            sizes: self.registry_rules.contains(RuleId::ImageSize),
-        }
-    }
-}
-
-/// For each container of `facts` (same order), the registry rules the applicable policies run on it —
-/// none when no applicable policy runs a registry rule on it, when its reference is invalid, when
-/// `imagePullPolicy: Never` means the node never pulls it, or when `registry-allowed` refuses its
-/// registry (a registry the policies do not allow is never contacted). Rules set to `off` never run.
-pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
-    let for_object: Vec<&CompiledPolicy> = policies
-        .policies
-        .iter()
-        .filter(|p| p.applies_to_object(facts))
-        .collect();
-    facts
-        .containers
-        .iter()
-        .map(|container| {
-            let mut plan = ContainerPlan::default();
-            let pulls = container.spec.pull_policy.as_deref() != Some("Never");
-            if container.image.is_err() || !pulls {
-                return plan;
-            }
-            let scope = container.scope_name();
-            let applicable = || for_object.iter().filter(|p| p.applies_to_image(scope));
-            // A registry the policies do not allow is never contacted.
-            let disallowed = applicable().flat_map(|p| &p.rules).any(|(_, config)| {
-                matches!(config, RuleConfig::RegistryAllowed { .. })
-                    && rules::check(config, container).is_some()
-            });
-            if disallowed {
-                return plan;
-            }
-            for policy in applicable() {
-                let runs_image_exists = policy
-                    .rules
-                    .iter()
-                    .any(|(_, config)| config.id() == RuleId::ImageExists);
-                plan.suggest_tags |= runs_image_exists && policy.suggest_tags;
-                plan.registry_rules.extend(
-                    policy
-                        .rules
-                        .iter()
-                        .map(|(_, config)| config.id())
-                        .filter(|id| id.needs_registry()),
-                );
-            }
-            plan
-        })
-        .collect()
-}
-
 /// Decide. Pure: the same facts, registry answers and policies always give the same verdict.
 ///
 /// When several policies report the same rule for the same container, the strictest action is kept.
@@ -514,6 +486,7 @@ pub fn evaluate(facts: &Facts, resolved: &Resolved, policies: &PolicySet) -> Ver
                         resolved::check(*id, container, &facts.namespace, resolved)
                     }
                     RuleConfig::ImageSize { max } => resolved::image_size(container, resolved, max),
+                    RuleConfig::Start(id) => start::check(*id, container, facts, resolved),
                     _ => rules::check(config, container),
                 };
                 let Some(outcome) = outcome else {

@@ -61,7 +61,7 @@ mod tests {
 
     #[test]
     fn holds_each_rule_apart_and_iterates_in_rule_order() {
-        assert_eq!(RuleId::ALL.len(), 13, "a u32 holds every rule");
+        assert!(RuleId::ALL.len() <= 32, "a u32 holds every rule");
         let set: RuleSet = [RuleId::ImageSize, RuleId::ImageExists, RuleId::ImageSize]
             .into_iter()
             .collect();

@@ -52,6 +52,7 @@ pub(super) fn check(config: &RuleConfig, container: &ContainerFacts) -> Option<O
     match config {
         RuleConfig::ImageReferenceValid
         | RuleConfig::Registry(_)
+        | RuleConfig::Start(_)
         | RuleConfig::ImageSize { .. } => None,
         RuleConfig::TagNotLatest => tag_not_latest(image),
         RuleConfig::PullPolicy => pull_policy(

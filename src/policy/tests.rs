@@ -16,6 +16,9 @@ fn container(name: &str, image: &str, pull_policy: Option<&str>) -> ContainerFac
         image: image.into(),
         pull_policy: pull_policy.map(Into::into),
         image_path: format!("spec.containers[{name}].image"),
+        command: None,
+        args: None,
+        run_as: Default::default(),
     })
 }
 
@@ -24,6 +27,7 @@ fn facts(namespace: &str, containers: Vec<ContainerFacts>) -> Facts {
         namespace: namespace.into(),
         labels: BTreeMap::from([("app".to_owned(), "web".to_owned())]),
         containers,
+        ..Facts::default()
     }
 }
 
@@ -231,14 +235,49 @@ fn planned(facts: &Facts, policies: &PolicySet) -> Vec<Vec<RuleId>> {
 
 #[test]
 fn every_registry_rule_of_the_shipped_policy_is_planned() {
+    // No command and no runAsNonRoot: the config is read for the command (and then checked against
+    // the index entry), not for the user.
     let facts = facts("demo", vec![container("a", "r.io/a:1", None)]);
     let all: Vec<RuleId> = RuleId::ALL
         .into_iter()
-        .filter(|r| r.needs_registry())
+        .filter(|r| r.needs_registry() && *r != RuleId::RunAsNonRoot)
         .collect();
     assert_eq!(planned(&facts, &policies(SHIPPED)), vec![all]);
     let need = plan(&facts, &policies(SHIPPED))[0].need();
-    assert!(need.resolve && need.platforms && need.sizes, "{need:?}");
+    assert!(
+        need.resolve && need.platforms && need.sizes && need.config,
+        "{need:?}"
+    );
+}
+
+#[test]
+fn the_image_config_is_asked_for_only_when_the_pod_spec_leaves_it_open() {
+    let with = |command: Option<&[&str]>, run_as: crate::workload::RunAs| {
+        let mut c = container("a", "r.io/a:1", None);
+        c.spec.command = command.map(|c| c.iter().map(|w| (*w).to_owned()).collect());
+        c.spec.run_as = run_as;
+        let facts = facts("demo", vec![c]);
+        plan(&facts, &policies(SHIPPED)).remove(0)
+    };
+    let non_root = |user: Option<i64>| crate::workload::RunAs {
+        non_root: Some(true),
+        user,
+        windows_user_name: None,
+    };
+    // An explicit command and no runAsNonRoot: no config, and config-platform does not ask for one.
+    let plain = with(Some(&["/app"]), Default::default());
+    assert!(!plain.need().config, "{plain:?}");
+    assert!(!plain.registry_rules.contains(RuleId::ConfigPlatform));
+    assert!(!plain.registry_rules.contains(RuleId::CommandSpecified));
+    // runAsNonRoot with runAsUser: the pod spec decides.
+    assert!(!with(Some(&["/app"]), non_root(Some(1000))).need().config);
+    // runAsNonRoot without runAsUser: the image's user decides.
+    let open = with(Some(&["/app"]), non_root(None));
+    assert!(open.need().config);
+    assert!(open.registry_rules.contains(RuleId::RunAsNonRoot));
+    assert!(open.registry_rules.contains(RuleId::ConfigPlatform));
+    // An empty command is no command (kubelet passes it as unset).
+    assert!(with(Some(&[]), Default::default()).need().config);
 }
 
 #[test]
@@ -253,7 +292,7 @@ fn containers_the_registry_is_not_asked_about_have_no_plan() {
     );
     let rules = planned(&facts, &policies(SHIPPED));
     assert!(rules[0].is_empty() && rules[1].is_empty(), "{rules:?}");
-    assert_eq!(rules[2].len(), 7, "{rules:?}");
+    assert_eq!(rules[2].len(), 9, "{rules:?}");
     assert!(!plan(&facts, &policies(SHIPPED))[0].need().resolve);
 }
 
@@ -303,6 +342,7 @@ fn weighed(name: &str, sizes: &[(&str, u64)]) -> Resolved {
         platforms: None,
         secret_problems: Vec::new(),
         sizes: Some(Ok(sizes)),
+        configs: None,
     };
     Resolved {
         images: BTreeMap::from([(format!("spec.containers[{name}].image"), status)]),

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use futures::future::BoxFuture;
 
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, ResolveError};
+use crate::facts::{ImageConfig, ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
@@ -51,14 +51,20 @@ pub struct Found {
     pub platforms: Option<Result<Vec<Platform>, ResolveError>>,
     /// What the manifest holds, for sizes: `None` when its body was not read (a `HEAD`) or is not one.
     pub contents: Option<Contents>,
+    /// A single image's config, when reading its platform fetched it (so a start rule needs no second
+    /// request for it).
+    pub config: Option<std::sync::Arc<ImageConfig>>,
 }
 
 /// What a manifest holds, as far as the size of a pull goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Contents {
     /// A single image: what pulling it downloads (config and layers, compressed), when every
-    /// descriptor states its size.
-    Image { size: Option<u64> },
+    /// descriptor states its size; and the digest of its config blob (none for Docker schema 1).
+    Image {
+        size: Option<u64>,
+        config: Option<String>,
+    },
     /// An index: the entries that name a platform, with their manifests' digests.
     Index(Vec<(Platform, String)>),
 }
@@ -82,6 +88,16 @@ pub trait ImageResolver: Send + Sync {
         platforms: bool,
         requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Found, ResolveError>>;
+
+    /// The image config blob `digest` of the image's repository: one `GET`, capped, checked against
+    /// the digest.
+    fn config<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        digest: &'a str,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<ImageConfig, ResolveError>>;
 
     /// The repository's tags (capped), for "did you mean" on a missing tag. Resolvers that cannot list
     /// tags list none.

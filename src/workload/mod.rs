@@ -7,7 +7,10 @@ use std::fmt;
 
 mod view;
 
-use k8s_openapi::api::core::v1::{Container, EphemeralContainer, PodSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EphemeralContainer, PodSecurityContext, PodSpec, SecurityContext,
+    WindowsSecurityContextOptions,
+};
 use serde::Deserialize;
 use serde_json::Value;
 pub use view::ObjectView;
@@ -104,7 +107,7 @@ impl ContainerList {
 }
 
 /// One container of a workload, with where it sits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ContainerSpec {
     pub list: ContainerList,
     pub index: usize,
@@ -115,6 +118,64 @@ pub struct ContainerSpec {
     pub pull_policy: Option<String>,
     /// Field path of the `image` field, e.g. `spec.template.spec.containers[0].image`.
     pub image_path: String,
+    /// `command` as written (`None` when unset; image volumes have none).
+    pub command: Option<Vec<String>>,
+    /// `args` as written (`None` when unset).
+    pub args: Option<Vec<String>>,
+    /// The container's own `securityContext` user fields (not merged with the pod's).
+    pub run_as: RunAs,
+}
+
+/// The user fields of a `securityContext` (pod or container) that kubelet's runAsNonRoot check reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct RunAs {
+    /// `runAsNonRoot`.
+    pub non_root: Option<bool>,
+    /// `runAsUser`.
+    pub user: Option<i64>,
+    /// `windowsOptions.runAsUserName`.
+    pub windows_user_name: Option<String>,
+}
+
+impl RunAs {
+    /// kubelet's `DetermineEffectiveSecurityContext` for these fields: each set container field over
+    /// the pod's (`windowsOptions.runAsUserName` too, field by field).
+    pub fn over(&self, pod: &RunAs) -> RunAs {
+        RunAs {
+            non_root: self.non_root.or(pod.non_root),
+            user: self.user.or(pod.user),
+            windows_user_name: self
+                .windows_user_name
+                .clone()
+                .or_else(|| pod.windows_user_name.clone()),
+        }
+    }
+
+    /// The fields of a container's security context.
+    pub fn of_container(context: Option<&SecurityContext>) -> RunAs {
+        context.map_or_else(RunAs::default, |c| {
+            RunAs::of_fields(c.run_as_non_root, c.run_as_user, c.windows_options.as_ref())
+        })
+    }
+
+    /// The fields of a pod's security context.
+    pub fn of_pod(context: Option<&PodSecurityContext>) -> RunAs {
+        context.map_or_else(RunAs::default, |c| {
+            RunAs::of_fields(c.run_as_non_root, c.run_as_user, c.windows_options.as_ref())
+        })
+    }
+
+    fn of_fields(
+        non_root: Option<bool>,
+        user: Option<i64>,
+        windows: Option<&WindowsSecurityContextOptions>,
+    ) -> RunAs {
+        RunAs {
+            non_root,
+            user,
+            windows_user_name: windows.and_then(|w| w.run_as_user_name.clone()),
+        }
+    }
 }
 
 /// The pod-spec view of a workload.
@@ -309,74 +370,58 @@ impl Workload {
                 + spec.containers.len()
                 + spec.ephemeral_containers.as_ref().map_or(0, Vec::len),
         );
-        let mut push = |list: ContainerList,
-                        index: usize,
-                        name: &mut String,
-                        image: &mut Option<String>,
-                        policy: &mut Option<String>,
-                        field: &str| {
+        let mut push = |list: ContainerList, index: usize, parts: Parts<'_>| {
             all.push(ContainerSpec {
                 list,
                 index,
-                name: std::mem::take(name),
-                image: image.take().unwrap_or_default(),
-                pull_policy: policy.take(),
-                image_path: field_path(prefix, list, index, field),
+                name: std::mem::take(parts.name),
+                image: parts.image.take().unwrap_or_default(),
+                pull_policy: parts.policy.take(),
+                image_path: field_path(prefix, list, index, parts.field),
+                command: parts.command.and_then(Option::take),
+                args: parts.args.and_then(Option::take),
+                run_as: RunAs::of_container(parts.security),
             })
         };
         for (i, c) in spec.init_containers.iter_mut().flatten().enumerate() {
-            let (image, policy) = (&mut c.image, &mut c.image_pull_policy);
-            push(
-                ContainerList::InitContainers,
-                i,
-                &mut c.name,
-                image,
-                policy,
-                "image",
-            );
+            push(ContainerList::InitContainers, i, Parts::container(c));
         }
         for (i, c) in spec.containers.iter_mut().enumerate() {
-            let (image, policy) = (&mut c.image, &mut c.image_pull_policy);
-            push(
-                ContainerList::Containers,
-                i,
-                &mut c.name,
-                image,
-                policy,
-                "image",
-            );
+            push(ContainerList::Containers, i, Parts::container(c));
         }
         for (i, c) in spec.ephemeral_containers.iter_mut().flatten().enumerate() {
-            let (image, policy) = (&mut c.image, &mut c.image_pull_policy);
-            push(
-                ContainerList::EphemeralContainers,
-                i,
-                &mut c.name,
-                image,
-                policy,
-                "image",
-            );
+            let parts = Parts {
+                name: &mut c.name,
+                image: &mut c.image,
+                policy: &mut c.image_pull_policy,
+                command: Some(&mut c.command),
+                args: Some(&mut c.args),
+                security: c.security_context.as_ref(),
+                field: "image",
+            };
+            push(ContainerList::EphemeralContainers, i, parts);
         }
         for (i, volume) in spec.volumes.iter_mut().flatten().enumerate() {
             let Some(image) = &mut volume.image else {
                 continue;
             };
-            let (reference, policy) = (&mut image.reference, &mut image.pull_policy);
-            let name = &mut volume.name;
-            push(
-                ContainerList::ImageVolumes,
-                i,
-                name,
-                reference,
-                policy,
-                "image.reference",
-            );
+            let parts = Parts {
+                name: &mut volume.name,
+                image: &mut image.reference,
+                policy: &mut image.pull_policy,
+                command: None,
+                args: None,
+                security: None,
+                field: "image.reference",
+            };
+            push(ContainerList::ImageVolumes, i, parts);
         }
         all
     }
 
-    /// True when what decides how images are pulled or where the pod runs differs between two versions:
-    /// pull secrets, ServiceAccount, node selector, affinity or tolerations.
+    /// True when what decides how images are pulled, where the pod runs or how every container starts
+    /// differs between two versions: pull secrets, ServiceAccount, node selector, affinity, node name,
+    /// the pod's security context or its declared `os`.
     pub fn pull_context_changed(&self, old: &Workload) -> bool {
         let (a, b) = (&self.spec, &old.spec);
         a.image_pull_secrets != b.image_pull_secrets
@@ -384,6 +429,33 @@ impl Workload {
             || a.node_selector != b.node_selector
             || a.affinity != b.affinity
             || a.node_name != b.node_name
+            || a.security_context != b.security_context
+            || a.os != b.os
+    }
+}
+
+/// The fields of one container (or image volume) that [`Workload::take_containers`] moves out.
+struct Parts<'a> {
+    name: &'a mut String,
+    image: &'a mut Option<String>,
+    policy: &'a mut Option<String>,
+    command: Option<&'a mut Option<Vec<String>>>,
+    args: Option<&'a mut Option<Vec<String>>>,
+    security: Option<&'a SecurityContext>,
+    field: &'static str,
+}
+
+impl<'a> Parts<'a> {
+    fn container(c: &'a mut Container) -> Self {
+        Self {
+            name: &mut c.name,
+            image: &mut c.image,
+            policy: &mut c.image_pull_policy,
+            command: Some(&mut c.command),
+            args: Some(&mut c.args),
+            security: c.security_context.as_ref(),
+            field: "image",
+        }
     }
 }
 
@@ -416,145 +488,4 @@ fn field_path(prefix: &str, list: ContainerList, index: usize, field: &str) -> S
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use rstest::rstest;
-    use serde_json::json;
-
-    #[rstest]
-    fn field_paths_read_as_formatted(
-        #[values(0, 7, 10, 99, 1000, 123456)] index: usize,
-        #[values(ContainerList::Containers, ContainerList::ImageVolumes)] list: ContainerList,
-    ) {
-        assert_eq!(
-            field_path("spec.template.spec", list, index, "image"),
-            format!("spec.template.spec.{}[{index}].image", list.field())
-        );
-    }
-
-    fn pod_spec() -> Value {
-        json!({
-            "initContainers": [{"name": "init", "image": "busybox:1.36"}],
-            "containers": [{"name": "app", "image": "nginx:latest", "imagePullPolicy": "IfNotPresent"}],
-        })
-    }
-
-    #[rstest]
-    #[case::pod("", "Pod", json!({"spec": pod_spec()}), "spec")]
-    #[case::deployment("apps", "Deployment", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
-    #[case::replicaset("apps", "ReplicaSet", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
-    #[case::statefulset("apps", "StatefulSet", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
-    #[case::daemonset("apps", "DaemonSet", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
-    #[case::job("batch", "Job", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
-    #[case::cronjob("batch", "CronJob", json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": pod_spec()}}}}}), "spec.jobTemplate.spec.template.spec")]
-    #[case::rc("", "ReplicationController", json!({"spec": {"template": {"spec": pod_spec()}}}), "spec.template.spec")]
-    #[case::podtemplate("", "PodTemplate", json!({"template": {"spec": pod_spec()}}), "template.spec")]
-    fn every_kind_yields_its_containers_with_paths(
-        #[case] group: &str,
-        #[case] kind: &str,
-        #[case] object: Value,
-        #[case] prefix: &str,
-    ) {
-        let kind = WorkloadKind::from_group_kind(group, kind).expect("known kind");
-        let workload = Workload::from_object(kind, &object).expect("readable");
-        let containers = workload.containers();
-        assert_eq!(containers.len(), 2);
-        assert_eq!(containers[0].list, ContainerList::InitContainers);
-        assert_eq!(
-            containers[0].image_path,
-            format!("{prefix}.initContainers[0].image")
-        );
-        assert_eq!(containers[1].name, "app");
-        assert_eq!(containers[1].image, "nginx:latest");
-        assert_eq!(containers[1].pull_policy.as_deref(), Some("IfNotPresent"));
-        assert_eq!(
-            containers[1].image_path,
-            format!("{prefix}.containers[0].image")
-        );
-    }
-
-    #[rstest]
-    #[case::service("", "Service")]
-    #[case::configmap("", "ConfigMap")]
-    #[case::wrong_group("extensions", "Deployment")]
-    #[case::custom("example.com", "Pod")]
-    fn other_kinds_are_not_workloads(#[case] group: &str, #[case] kind: &str) {
-        assert_eq!(WorkloadKind::from_group_kind(group, kind), None);
-    }
-
-    #[test]
-    fn ephemeral_containers_are_listed() {
-        let object = json!({"spec": {"containers": [{"name": "app", "image": "a:1"}],
-            "ephemeralContainers": [{"name": "debugger", "image": "busybox"}]}});
-        let workload = Workload::from_object(WorkloadKind::Pod, &object).expect("readable");
-        let containers = workload.containers();
-        assert_eq!(containers[1].list, ContainerList::EphemeralContainers);
-        assert_eq!(
-            containers[1].image_path,
-            "spec.ephemeralContainers[0].image"
-        );
-    }
-
-    #[test]
-    fn missing_spec_is_a_clear_error() {
-        let err = Workload::from_object(WorkloadKind::Deployment, &json!({"spec": {}}))
-            .expect_err("no template");
-        assert_eq!(
-            err.to_string(),
-            "Deployment has no pod spec at .spec.template.spec"
-        );
-    }
-
-    #[test]
-    fn malformed_spec_is_a_clear_error() {
-        let err = Workload::from_object(WorkloadKind::Pod, &json!({"spec": {"containers": 5}}))
-            .expect_err("bad shape");
-        assert!(
-            err.to_string().starts_with(
-                "Pod is not a valid Pod object: invalid type: integer `5`, expected a sequence"
-            ),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn too_many_containers_is_refused_before_reading_them() {
-        let containers: Vec<Value> = (0..MAX_CONTAINERS + 1)
-            .map(|i| json!({"name": format!("c{i}"), "image": "a:1"}))
-            .collect();
-        let object = json!({"spec": {"containers": containers}});
-        let err = Workload::from_object(WorkloadKind::Pod, &object).expect_err("too many");
-        assert_eq!(
-            err.to_string(),
-            "Pod has 1001 containers and image volumes; pullgate checks at most 1000 per object (no real pod comes near): split it"
-        );
-        let containers: Vec<Value> = (0..MAX_CONTAINERS)
-            .map(|i| json!({"name": format!("c{i}"), "image": "a:1"}))
-            .collect();
-        let object = json!({"spec": {"containers": containers}});
-        assert!(Workload::from_object(WorkloadKind::Pod, &object).is_ok());
-    }
-
-    #[rstest]
-    #[case::object_name(json!({"metadata": {"name": "n".repeat(100_000)}, "spec": {"containers": []}}), "metadata.name is 100000 characters long")]
-    #[case::namespace(json!({"metadata": {"name": "p", "namespace": "n".repeat(254)}, "spec": {"containers": []}}), "metadata.namespace is 254 characters long")]
-    #[case::container_name(json!({"spec": {"containers": [{"name": "c".repeat(300), "image": "a:1"}]}}), "spec.containers[0].name is 300 characters long")]
-    #[case::volume_name(json!({"spec": {"containers": [], "volumes": [{"name": "v".repeat(300), "image": {"reference": "a:1"}}]}}), "spec.volumes[0].name is 300 characters long")]
-    #[case::image(json!({"spec": {"containers": [{"name": "c", "image": format!("r.io/{}", "a".repeat(1 << 20))}]}}), "spec.containers[0].image is 1048581 bytes long")]
-    fn oversized_text_is_refused_by_length_without_echo(#[case] object: Value, #[case] said: &str) {
-        let err = Workload::from_object(WorkloadKind::Pod, &object).expect_err("too long");
-        let text = err.to_string();
-        assert!(text.starts_with(said), "{text}");
-        assert!(text.len() < 200, "never echoed: {} bytes", text.len());
-    }
-
-    #[test]
-    fn name_and_labels_come_from_metadata() {
-        let object = json!({"metadata": {"name": "web", "namespace": "demo", "labels": {"app": "web"}},
-            "spec": {"containers": []}});
-        let workload = Workload::from_object(WorkloadKind::Pod, &object).expect("readable");
-        assert_eq!(workload.name, "web");
-        assert_eq!(workload.namespace.as_deref(), Some("demo"));
-        assert_eq!(workload.labels.get("app").map(String::as_str), Some("web"));
-    }
-}
+mod tests;

@@ -1,7 +1,8 @@
 //! The parts of a workload object pullgate reads, decoded straight from the request's JSON (or from a
 //! YAML document's value) into narrow types: metadata names and labels, and of the pod spec only the
-//! container lists (name, image, pull policy), image volumes, pull secrets, ServiceAccount, node
-//! selector, affinity and node name. Everything else is skipped by the parser without being built,
+//! container lists (name, image, pull policy, and what decides how it starts: command, args and the
+//! security context's user fields), image volumes, pull secrets, ServiceAccount, node selector,
+//! affinity, node name, the pod's security context user fields and its declared `os`. Everything else is skipped by the parser without being built,
 //! so an admission never holds a `serde_json::Value` tree of the object.
 //!
 //! One [`ObjectView`] fits every kind: a Pod's `spec` is a pod spec; a Deployment's (or Job's, ...)
@@ -11,8 +12,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Affinity, Container, EphemeralContainer, ImageVolumeSource, LocalObjectReference, PodSpec,
-    Volume,
+    Affinity, Container, EphemeralContainer, ImageVolumeSource, LocalObjectReference, PodOS,
+    PodSecurityContext, PodSpec, SecurityContext, Volume, WindowsSecurityContextOptions,
 };
 use serde::Deserialize;
 
@@ -116,6 +117,8 @@ struct SpecView {
     node_selector: Option<BTreeMap<String, String>>,
     affinity: Option<Affinity>,
     node_name: Option<String>,
+    security_context: Option<RunAsView>,
+    os: Option<PodOS>,
     template: Option<Box<TemplateView>>,
     job_template: Option<Box<JobTemplateView>>,
 }
@@ -137,6 +140,55 @@ struct ContainerView {
     name: String,
     image: Option<String>,
     image_pull_policy: Option<String>,
+    command: Option<Vec<String>>,
+    args: Option<Vec<String>>,
+    security_context: Option<RunAsView>,
+}
+
+/// The user fields of a (pod or container) `securityContext`: what kubelet's runAsNonRoot check reads.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RunAsView {
+    run_as_non_root: Option<bool>,
+    run_as_user: Option<i64>,
+    windows_options: Option<WindowsView>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WindowsView {
+    run_as_user_name: Option<String>,
+    host_process: Option<bool>,
+}
+
+impl RunAsView {
+    fn windows(&self) -> Option<WindowsSecurityContextOptions> {
+        self.windows_options
+            .as_ref()
+            .map(|w| WindowsSecurityContextOptions {
+                run_as_user_name: w.run_as_user_name.clone(),
+                host_process: w.host_process,
+                ..WindowsSecurityContextOptions::default()
+            })
+    }
+
+    fn container(self) -> SecurityContext {
+        SecurityContext {
+            windows_options: self.windows(),
+            run_as_non_root: self.run_as_non_root,
+            run_as_user: self.run_as_user,
+            ..SecurityContext::default()
+        }
+    }
+
+    fn pod(self) -> PodSecurityContext {
+        PodSecurityContext {
+            windows_options: self.windows(),
+            run_as_non_root: self.run_as_non_root,
+            run_as_user: self.run_as_user,
+            ..PodSecurityContext::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -177,12 +229,18 @@ impl SpecView {
             name: c.name,
             image: c.image,
             image_pull_policy: c.image_pull_policy,
+            command: c.command,
+            args: c.args,
+            security_context: c.security_context.map(RunAsView::container),
             ..Container::default()
         };
         let ephemeral = |c: ContainerView| EphemeralContainer {
             name: c.name,
             image: c.image,
             image_pull_policy: c.image_pull_policy,
+            command: c.command,
+            args: c.args,
+            security_context: c.security_context.map(RunAsView::container),
             ..EphemeralContainer::default()
         };
         let volume = |v: VolumeView| Volume {
@@ -212,6 +270,8 @@ impl SpecView {
             node_selector: self.node_selector,
             affinity: self.affinity,
             node_name: self.node_name,
+            security_context: self.security_context.map(RunAsView::pod),
+            os: self.os,
             ..PodSpec::default()
         }
     }

@@ -4,6 +4,7 @@
 pub mod containerd;
 pub mod hostile;
 pub mod kube;
+pub mod podman;
 pub mod process;
 pub mod provider;
 pub mod registry;

@@ -108,17 +108,37 @@ pub fn router_for(
 
 /// An AdmissionReview creating a Pod with this spec in namespace `demo`.
 pub fn pod_review(spec: Value) -> Value {
+    review(
+        json!({"group": "", "version": "v1", "kind": "Pod"}),
+        json!({"group": "", "version": "v1", "resource": "pods"}),
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "web", "namespace": "demo"}, "spec": spec}),
+    )
+}
+
+/// An AdmissionReview creating a Deployment in namespace `demo` whose pod template has this spec.
+pub fn deployment_review(spec: Value) -> Value {
+    review(
+        json!({"group": "apps", "version": "v1", "kind": "Deployment"}),
+        json!({"group": "apps", "version": "v1", "resource": "deployments"}),
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "demo"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": spec}}}),
+    )
+}
+
+/// A CREATE of `object` named `web` in namespace `demo`.
+fn review(kind: Value, resource: Value, object: Value) -> Value {
     json!({
         "apiVersion": "admission.k8s.io/v1",
         "kind": "AdmissionReview",
         "request": {
             "uid": "3b1e5a30-0000-4000-8000-000000000001",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "kind": kind, "resource": resource,
             "name": "web", "namespace": "demo", "operation": "CREATE",
             "userInfo": {"username": "tester"},
-            "object": {"apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "web", "namespace": "demo"}, "spec": spec},
+            "object": object,
             "dryRun": false
         }
     })

@@ -69,6 +69,22 @@ fn describe(rule: RuleId) -> (&'static str, &'static str) {
             "Pull credentials work",
             "The pod's pull secrets, its ServiceAccount's, or the node's credentials let it pull the image.",
         ),
+        RuleId::RunAsNonRoot => (
+            "runAsNonRoot can be verified",
+            "With runAsNonRoot, kubelet must see a non-zero numeric user: runAsUser, else the image's USER (else CreateContainerConfigError).",
+        ),
+        RuleId::CommandSpecified => (
+            "Container has a command",
+            "The container's command/args or the image's ENTRYPOINT/CMD give the runtime something to run (else CreateContainerError: no command specified).",
+        ),
+        RuleId::ConfigPlatform => (
+            "Index entries match their configs",
+            "The image index entry a node selects is built for the platform it claims (else exec format error after a clean pull).",
+        ),
+        RuleId::PodOs => (
+            "spec.os.name matches the nodes",
+            "The pod declares the OS of every node it may be scheduled on (else kubelet rejects it: PodOSNotSupported).",
+        ),
         RuleId::RegistryReachable => (
             "Registry is reachable",
             "The image's registry answered within the time budget.",

@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, ResolveError};
+use crate::facts::{ImageConfig, ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 use crate::registry::{Contents, Found, ImageResolver, RequestCounter};
@@ -82,6 +82,27 @@ struct ContentsEntry {
     size: Option<u64>,
     /// An index's entries that name a platform: `[platform, digest]`; `null` for a single image.
     index: Option<Vec<(String, String)>>,
+    /// A single image's config digest (`null` for Docker schema 1, and in entries written before
+    /// pullgate read configs: such an entry is a miss).
+    #[serde(default)]
+    config: Option<String>,
+    /// Whether the image is Docker schema 1 (no config blob).
+    #[serde(default)]
+    schema1: bool,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigEntry {
+    image: String,
+    digest: String,
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+    os_version: Option<String>,
+    user: String,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -100,7 +121,7 @@ impl DiskCache {
             source,
         };
         let root = dir.join(LAYOUT);
-        for sub in ["digests", "platforms", "contents"] {
+        for sub in ["digests", "platforms", "contents", "configs"] {
             std::fs::create_dir_all(root.join(sub)).map_err(error)?;
         }
         let salt = salt(&root).map_err(error)?;
@@ -282,7 +303,11 @@ impl DiskCache {
             return None;
         }
         Some(match entry.index {
-            None => Contents::Image { size: entry.size },
+            None if entry.config.is_none() && !entry.schema1 => return None,
+            None => Contents::Image {
+                size: entry.size,
+                config: entry.config,
+            },
             Some(entries) => Contents::Index(
                 entries
                     .into_iter()
@@ -294,8 +319,8 @@ impl DiskCache {
 
     fn remember_contents(&self, name: String, digest: &str, contents: &Contents) {
         let path = self.path("contents", &format!("{name}@{digest}"));
-        let (size, index) = match contents {
-            Contents::Image { size } => (*size, None),
+        let (size, index, config) = match contents {
+            Contents::Image { size, config } => (*size, None, config.clone()),
             Contents::Index(entries) => (
                 None,
                 Some(
@@ -304,8 +329,10 @@ impl DiskCache {
                         .map(|(p, d)| (p.to_string(), d.clone()))
                         .collect(),
                 ),
+                None,
             ),
         };
+        let schema1 = index.is_none() && config.is_none();
         self.write(
             &path,
             &ContentsEntry {
@@ -313,6 +340,51 @@ impl DiskCache {
                 digest: digest.to_owned(),
                 size,
                 index,
+                config,
+                schema1,
+            },
+        );
+    }
+
+    /// An image config of a repository, when kept.
+    fn config_entry(&self, name: &str, digest: &str) -> Option<ImageConfig> {
+        let path = self.path("configs", &format!("{name}@{digest}"));
+        let entry = self.read::<ConfigEntry>(&path)?;
+        if entry.image != name || entry.digest != digest {
+            return None;
+        }
+        let platform = match (entry.os, entry.architecture) {
+            (Some(os), Some(architecture)) => Some(Platform {
+                os,
+                architecture,
+                variant: entry.variant,
+            }),
+            _ => None,
+        };
+        Some(ImageConfig {
+            platform,
+            os_version: entry.os_version,
+            user: entry.user,
+            entrypoint: entry.entrypoint,
+            cmd: entry.cmd,
+        })
+    }
+
+    fn remember_config(&self, name: String, digest: &str, config: &ImageConfig) {
+        let path = self.path("configs", &format!("{name}@{digest}"));
+        let platform = config.platform.as_ref();
+        self.write(
+            &path,
+            &ConfigEntry {
+                image: name,
+                digest: digest.to_owned(),
+                os: platform.map(|p| p.os.clone()),
+                architecture: platform.map(|p| p.architecture.clone()),
+                variant: platform.and_then(|p| p.variant.clone()),
+                os_version: config.os_version.clone(),
+                user: config.user.clone(),
+                entrypoint: config.entrypoint.clone(),
+                cmd: config.cmd.clone(),
             },
         );
     }
@@ -368,6 +440,7 @@ impl ImageResolver for DiskCache {
                             digest,
                             platforms: offered.flatten().map(Ok),
                             contents,
+                            config: None,
                         });
                     }
                 }
@@ -384,8 +457,40 @@ impl ImageResolver for DiskCache {
             }
             if let Some(contents) = &found.contents {
                 self.remember_contents(name.to_owned(), &found.digest.0, contents);
+                if let (
+                    Contents::Image {
+                        config: Some(digest),
+                        ..
+                    },
+                    Some(config),
+                ) = (contents, &found.config)
+                {
+                    self.remember_config(name.to_owned(), digest, config);
+                }
             }
             Ok(found)
+        })
+    }
+
+    /// Configs are content-addressed: kept between runs.
+    fn config<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        digest: &'a str,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<ImageConfig, ResolveError>> {
+        Box::pin(async move {
+            let name = image.name();
+            if let Some(config) = self.config_entry(name, digest) {
+                return Ok(config);
+            }
+            let config = self
+                .inner
+                .config(image, credential, digest, requests)
+                .await?;
+            self.remember_config(name.to_owned(), digest, &config);
+            Ok(config)
         })
     }
 
@@ -405,157 +510,5 @@ impl ImageResolver for DiskCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::facts::CredentialOrigin;
-
-    /// Counts calls; answers a fixed digest and platforms.
-    #[derive(Default)]
-    struct Counting {
-        digests: AtomicUsize,
-        manifests: AtomicUsize,
-    }
-
-    impl ImageResolver for Counting {
-        fn digest<'a>(
-            &'a self,
-            _: &'a ImageRef,
-            _: Option<&'a Credential>,
-            _: &'a RequestCounter,
-        ) -> BoxFuture<'a, Result<ManifestDigest, ResolveError>> {
-            self.digests.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Ok(ManifestDigest(format!("sha256:{}", "a".repeat(64)))) })
-        }
-
-        fn manifest<'a>(
-            &'a self,
-            _: &'a ImageRef,
-            _: Option<&'a Credential>,
-            _: bool,
-            _: &'a RequestCounter,
-        ) -> BoxFuture<'a, Result<Found, ResolveError>> {
-            self.manifests.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async {
-                Ok(Found {
-                    digest: ManifestDigest(format!("sha256:{}", "a".repeat(64))),
-                    platforms: Some(Ok(vec!["linux/arm64".parse().expect("platform")])),
-                    contents: None,
-                })
-            })
-        }
-
-        fn head_first(&self, _: &str) -> bool {
-            false
-        }
-    }
-
-    fn credential(password: &str) -> Credential {
-        Credential::new(
-            "alice",
-            password,
-            CredentialOrigin::PodSecret { secret: "s".into() },
-        )
-    }
-
-    #[tokio::test]
-    async fn answers_survive_a_new_process_and_tags_are_always_asked() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let counting = Arc::new(Counting::default());
-        let pinned: ImageRef = format!("r.io/app@sha256:{}", "a".repeat(64))
-            .parse()
-            .expect("image");
-        let tagged: ImageRef = "r.io/app:v1".parse().expect("image");
-        for _run in 0..2 {
-            let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
-            let good = credential("s3cret");
-            cache
-                .digest(&pinned, Some(&good), &RequestCounter::default())
-                .await
-                .expect("digest");
-            cache
-                .digest(&tagged, None, &RequestCounter::default())
-                .await
-                .expect("digest");
-            let found = cache
-                .manifest(&pinned, Some(&good), true, &RequestCounter::default())
-                .await
-                .expect("manifest");
-            let platforms = found.platforms.expect("asked").expect("platforms");
-            assert_eq!(platforms[0].to_string(), "linux/arm64");
-        }
-        // The pinned digest and the platforms once; the tag on each run.
-        assert_eq!(counting.digests.load(Ordering::SeqCst), 3);
-        assert_eq!(counting.manifests.load(Ordering::SeqCst), 1);
-        // Another password is asked again.
-        let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
-        cache
-            .digest(
-                &pinned,
-                Some(&credential("other")),
-                &RequestCounter::default(),
-            )
-            .await
-            .expect("digest");
-        assert_eq!(counting.digests.load(Ordering::SeqCst), 4);
-    }
-
-    #[tokio::test]
-    async fn no_secret_is_written() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let cache = DiskCache::open(dir.path(), Arc::new(Counting::default())).expect("opens");
-        let pinned: ImageRef = format!("r.io/app@sha256:{}", "a".repeat(64))
-            .parse()
-            .expect("image");
-        cache
-            .digest(
-                &pinned,
-                Some(&credential("hunter2hunter2")),
-                &RequestCounter::default(),
-            )
-            .await
-            .expect("digest");
-        let mut stack = vec![dir.path().to_owned()];
-        let mut files = 0;
-        while let Some(path) = stack.pop() {
-            for entry in std::fs::read_dir(&path).expect("list").flatten() {
-                if entry.path().is_dir() {
-                    stack.push(entry.path());
-                } else {
-                    files += 1;
-                    let text = std::fs::read_to_string(entry.path()).expect("text");
-                    assert!(!text.contains("hunter2"), "{text}");
-                    assert!(
-                        !text.contains(&credential("hunter2hunter2").fingerprint()),
-                        "{text}"
-                    );
-                }
-            }
-        }
-        assert_eq!(files, 2, "salt and one entry");
-    }
-
-    #[tokio::test]
-    async fn a_corrupt_entry_is_a_miss() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let counting = Arc::new(Counting::default());
-        let cache = DiskCache::open(dir.path(), counting.clone()).expect("opens");
-        let image: ImageRef = format!("r.io/app@sha256:{}", "a".repeat(64))
-            .parse()
-            .expect("image");
-        let digest = format!("sha256:{}", "a".repeat(64));
-        for _ in 0..2 {
-            cache
-                .manifest(&image, None, true, &RequestCounter::default())
-                .await
-                .expect("manifest");
-        }
-        assert_eq!(counting.manifests.load(Ordering::SeqCst), 1, "kept");
-        let path = cache.path("platforms", &format!("{}@{digest}", image.name()));
-        std::fs::write(&path, b"{not json").expect("corrupt");
-        cache
-            .manifest(&image, None, true, &RequestCounter::default())
-            .await
-            .expect("manifest");
-        assert_eq!(counting.manifests.load(Ordering::SeqCst), 2);
-    }
-}
+#[path = "disk_tests.rs"]
+mod tests;

@@ -6,8 +6,12 @@
 //!   kept only briefly; transient failures never cached. A digest reference is immutable and kept longer.
 //! - digest → platforms, keyed by (repository, digest): content-addressed, kept long. It is not keyed by
 //!   credential because it is only consulted after `digest` succeeded with the caller's own credential.
-//! - digest → contents (a single image's size, or an index's platform entries), keyed the same way and
-//!   for the same reason, kept as long; filled only when `image-size` asks.
+//! - digest → contents (a single image's size and config digest, or an index's platform entries), keyed
+//!   the same way and for the same reason, kept as long; filled only when `image-size` or a start rule
+//!   asks.
+//! - config digest → image config (user, entrypoint, command, platform), keyed the same way, kept as
+//!   long; filled only when a start rule asks (or for free, when reading a single image's platform
+//!   fetched it).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +20,10 @@ use moka::Expiry;
 use moka::future::Cache;
 
 pub mod disk;
+mod starts;
 mod warm;
 
-pub use warm::Warm;
+pub use warm::{Warm, WarmNeed};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -27,7 +32,7 @@ use prometheus_client::registry::Registry;
 
 use super::{Contents, Found, ImageResolver, RequestCounter};
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, Missing, PlatformSize, ResolveError};
+use crate::facts::{ImageConfig, ManifestDigest, Missing, PlatformSize, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::{self, Platform};
 
@@ -67,13 +72,13 @@ struct LookupLabels {
 }
 
 /// The caches, as the `cache` label names them.
-const CACHES: [&str; 4] = ["digest", "platforms", "contents", "tags"];
+const CACHES: [&str; 5] = ["digest", "platforms", "contents", "tags", "configs"];
 
 /// `pullgate_cache_lookups`: hits and misses of the in-memory caches.
 #[derive(Debug)]
 pub struct CacheMetrics {
     /// (hit, miss) of each of [`CACHES`], made once: counting costs no label lookup.
-    counters: [(Counter, Counter); 4],
+    counters: [(Counter, Counter); 5],
 }
 
 impl CacheMetrics {
@@ -82,7 +87,7 @@ impl CacheMetrics {
         let lookups = Family::<LookupLabels, Counter>::default();
         registry.register(
             "cache_lookups",
-            "Cache lookups, by cache (digest, platforms, contents, tags) and result (hit, miss)",
+            "Cache lookups, by cache (digest, platforms, contents, tags, configs) and result (hit, miss)",
             lookups.clone(),
         );
         let counter = |cache: &'static str, result: &'static str| {
@@ -180,6 +185,8 @@ pub struct CachedResolver {
     contents: Cache<ManifestKey, Arc<Contents>, Hasher>,
     /// A repository's tags by (repository, credential), kept as long as a "not found".
     tags: Cache<(String, String), Arc<Vec<String>>, Hasher>,
+    /// Image configs by repository and config digest, kept as long as platforms.
+    configs: Cache<ManifestKey, Arc<ImageConfig>, Hasher>,
     /// Distinct platform lists are few: every cache entry shares one copy of its list.
     interned: std::sync::Mutex<Vec<Arc<Vec<Platform>>>>,
     metrics: Arc<CacheMetrics>,
@@ -248,6 +255,17 @@ impl CachedResolver {
                 })
                 .time_to_live(settings.not_found_ttl)
                 .build_with_hasher(Hasher::default()),
+            configs: Cache::builder()
+                .max_capacity(settings.max_bytes)
+                .weigher(|key: &ManifestKey, config: &Arc<ImageConfig>| {
+                    let words = config.entrypoint.iter().chain(&config.cmd);
+                    let held = config.user.len()
+                        + config.os_version.as_ref().map_or(0, String::len)
+                        + words.map(|w| w.len() + 24).sum::<usize>();
+                    weight(key.len() + held)
+                })
+                .time_to_live(settings.platforms_ttl)
+                .build_with_hasher(Hasher::default()),
             interned: std::sync::Mutex::new(Vec::new()),
             metrics,
         }
@@ -314,6 +332,7 @@ impl CachedResolver {
         let one_get = platforms && !self.inner.head_first(image.registry());
         let mut fetched: Option<Result<Vec<Platform>, ResolveError>> = None;
         let mut contents = None;
+        let mut config = None;
         let key = digest_key(image, credential);
         let entry = self
             .digests
@@ -326,13 +345,14 @@ impl CachedResolver {
                         .map(|found| {
                             fetched = found.platforms;
                             contents = found.contents;
+                            config = found.config;
                             found.digest
                         })
                 } else {
                     self.inner.digest(image, credential, requests).await
                 };
                 let size = match &contents {
-                    Some(Contents::Image { size }) => Some(*size),
+                    Some(Contents::Image { size, .. }) => Some(*size),
                     _ => None,
                 };
                 let platforms = match &fetched {
@@ -356,13 +376,15 @@ impl CachedResolver {
             DigestOutcome::Found { digest, size, .. } => (digest, size),
             DigestOutcome::NotFound(missing) => return Err(ResolveError::NotFound(missing)),
         };
-        // A lookup that waited on another one's GET learns the single image's size from the entry.
-        let contents = contents.or(size.map(|size| Contents::Image { size }));
+        // A lookup that waited on another one's GET learns the single image's size from the entry (its
+        // config digest is then not known here).
+        let contents = contents.or(size.map(|size| Contents::Image { size, config: None }));
         if !platforms {
             return Ok(Found {
                 digest,
                 platforms: None,
                 contents,
+                config,
             });
         }
         let platforms_key = manifest_key(image.name(), &digest.0);
@@ -378,11 +400,13 @@ impl CachedResolver {
                 digest,
                 platforms: Some(fetched),
                 contents,
+                config,
             });
         }
         // The manifest read for the platforms also says what it holds: kept, so that sizes need no
         // second GET of it.
         let mut read = None;
+        let mut read_config = None;
         let offered = self
             .platforms
             .entry(platforms_key)
@@ -397,6 +421,7 @@ impl CachedResolver {
                     .manifest(&pinned, credential, true, requests)
                     .await?;
                 read = found.contents;
+                read_config = found.config;
                 let offered = found.platforms.unwrap_or_else(|| Ok(Vec::new()))?;
                 Ok(self.intern(offered))
             })
@@ -410,6 +435,7 @@ impl CachedResolver {
             digest,
             platforms: Some(offered),
             contents: contents.or(read),
+            config: config.or(read_config),
         })
     }
 
@@ -438,16 +464,19 @@ impl CachedResolver {
             }
         };
         let entries = match &*top {
-            Contents::Image { size } => return Ok(same_size(candidates, *size)),
+            Contents::Image { size, .. } => return Ok(same_size(candidates, *size)),
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
-        for (candidate, digest) in pulled(entries, candidates) {
+        for (candidate, (_, digest)) in pulled(entries, candidates) {
             let child = self
                 .contents_of(image, digest, credential, requests)
                 .await?;
             // A nested index, or a manifest that does not state every size: unknown.
-            if let Contents::Image { size: Some(bytes) } = *child {
+            if let Contents::Image {
+                size: Some(bytes), ..
+            } = *child
+            {
                 sizes.push(PlatformSize {
                     platform: candidate.clone(),
                     bytes,
@@ -458,7 +487,7 @@ impl CachedResolver {
     }
 
     /// What the manifest `digest` of `image`'s repository holds: from the cache, else one `GET`.
-    async fn contents_of(
+    pub(super) async fn contents_of(
         &self,
         image: &ImageRef,
         digest: &str,
@@ -491,15 +520,15 @@ impl CachedResolver {
     }
 }
 
-/// For each candidate platform some entry of an index runs on: the candidate, and the digest of the entry
-/// its node pulls ([`platform::preferred`]).
+/// For each candidate platform some entry of an index runs on: the candidate, and the entry its node
+/// pulls ([`platform::preferred`]): the platform it claims and its manifest's digest.
 fn pulled<'a>(
     entries: &'a [(Platform, String)],
     candidates: &'a [Platform],
-) -> impl Iterator<Item = (&'a Platform, &'a str)> {
+) -> impl Iterator<Item = (&'a Platform, &'a (Platform, String))> {
     candidates.iter().filter_map(|candidate| {
         let chosen = platform::preferred(candidate, entries.iter().map(|(p, _)| p))?;
-        Some((candidate, entries[chosen].1.as_str()))
+        Some((candidate, &entries[chosen]))
     })
 }
 

@@ -7,34 +7,52 @@ use std::sync::Arc;
 
 use moka::ops::compute::Op;
 
+use super::starts::single_starts;
 use super::{
     CachedResolver, Contents, DigestKey, DigestOutcome, digest_key, manifest_key, pulled, same_size,
 };
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, PlatformSize};
+use crate::facts::{ManifestDigest, PlatformSize, StartConfig};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
 /// What the caches alone say of an image: its digest, the platforms it offers (shared with the cache,
-/// not copied) when they were asked, and what a node of each candidate platform pulls when that was.
+/// not copied) when they were asked, what a node of each candidate platform pulls and what it would
+/// start when those were.
 #[derive(Debug)]
 pub struct Warm {
     pub digest: ManifestDigest,
     pub platforms: Option<Arc<Vec<Platform>>>,
     pub sizes: Option<Vec<PlatformSize>>,
+    pub starts: Option<Vec<StartConfig>>,
+}
+
+/// What the warm path is asked besides the digest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WarmNeed<'a> {
+    /// The platforms the image offers.
+    pub platforms: bool,
+    /// What a node of each of these pulls (sizes).
+    pub sizes: Option<&'a [Platform]>,
+    /// What a node of each of these would start (configs).
+    pub starts: Option<&'a [Platform]>,
 }
 
 impl CachedResolver {
-    /// What the caches alone say of `image` with `credential`: its digest, with `platforms` the
-    /// platforms it offers, and with `candidates` what a node of each pulls — `None` unless every
-    /// part is held (and the digest was found), so that the caller asks the registry.
+    /// What the caches alone say of `image` with `credential`: its digest, and what `need` asks of the
+    /// [`WarmNeed`] parts — `None` unless every part is held (and the digest was found), so that the
+    /// caller asks the registry.
     pub async fn warm(
         &self,
         image: &ImageRef,
         credential: Option<&Credential>,
-        platforms: bool,
-        candidates: Option<&[Platform]>,
+        need: WarmNeed<'_>,
     ) -> Option<Warm> {
+        let WarmNeed {
+            platforms,
+            sizes: candidates,
+            starts,
+        } = need;
         let key = digest_key(image, credential);
         let DigestOutcome::Found {
             digest,
@@ -61,12 +79,60 @@ impl CachedResolver {
             Some(candidates) => Some(self.warm_sizes(image, &digest, size, candidates).await?),
             None => None,
         };
+        let starts = match starts {
+            Some(candidates) => Some(self.warm_starts(image, &digest, candidates).await?),
+            None => None,
+        };
         self.metrics.count("digest", true);
         Some(Warm {
             digest,
             platforms: offered,
             sizes,
+            starts,
         })
+    }
+
+    /// [`starts`](CachedResolver::starts) from the caches alone.
+    async fn warm_starts(
+        &self,
+        image: &ImageRef,
+        digest: &ManifestDigest,
+        candidates: &[Platform],
+    ) -> Option<Vec<StartConfig>> {
+        let name = image.name();
+        let top = self.contents.get(&manifest_key(name, &digest.0)).await?;
+        self.metrics.count("contents", true);
+        let entries = match &*top {
+            Contents::Image { config: None, .. } => return Some(Vec::new()),
+            Contents::Image {
+                config: Some(config),
+                ..
+            } => {
+                let config = self.configs.get(&manifest_key(name, config)).await?;
+                self.metrics.count("configs", true);
+                return Some(single_starts(candidates, &config));
+            }
+            Contents::Index(entries) => entries,
+        };
+        let mut starts = Vec::new();
+        for (candidate, (entry, digest)) in pulled(entries, candidates) {
+            let child = self.contents.get(&manifest_key(name, digest)).await?;
+            let Contents::Image {
+                config: Some(config),
+                ..
+            } = &*child
+            else {
+                continue;
+            };
+            let config = self.configs.get(&manifest_key(name, config)).await?;
+            self.metrics.count("configs", true);
+            starts.push(StartConfig {
+                node: candidate.clone(),
+                entry: Some((entry.clone(), None)),
+                config,
+            });
+        }
+        Some(starts)
     }
 
     /// Keep `offered` in the digest entry of `key` while it still names `digest`, without changing when
@@ -113,13 +179,16 @@ impl CachedResolver {
         let top = self.contents.get(&manifest_key(name, &digest.0)).await?;
         self.metrics.count("contents", true);
         let entries = match &*top {
-            Contents::Image { size } => return Some(same_size(candidates, *size)),
+            Contents::Image { size, .. } => return Some(same_size(candidates, *size)),
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
-        for (candidate, digest) in pulled(entries, candidates) {
+        for (candidate, (_, digest)) in pulled(entries, candidates) {
             let key = manifest_key(name, digest);
-            if let Contents::Image { size: Some(bytes) } = *self.contents.get(&key).await? {
+            if let Contents::Image {
+                size: Some(bytes), ..
+            } = *self.contents.get(&key).await?
+            {
                 sizes.push(PlatformSize {
                     platform: candidate.clone(),
                     bytes,

@@ -1,11 +1,12 @@
 //! Manifests as the registry sends them — OCI and Docker, image indexes and single images (schema 2, and
 //! schema 1's top-level `architecture`) — read for what pullgate needs: the platforms an index offers, or
-//! the config blob that names a single image's platform. Bodies arrive already capped; the number of
-//! index entries is capped here.
+//! the config blob that names a single image's platform; and image config blobs, read for what decides
+//! how a container starts ([`ImageConfig`]). Bodies arrive already capped; the number of index entries
+//! is capped here.
 
 use serde::Deserialize;
 
-use crate::facts::ResolveError;
+use crate::facts::{ImageConfig, ResolveError};
 use crate::platform::Platform;
 
 /// Media types accepted for a manifest: OCI and Docker v2, single images and indexes.
@@ -140,18 +141,70 @@ impl Manifest {
                     .filter_map(|e| Some((e.platform.clone()?, e.digest.clone())))
                     .collect(),
             ),
-            Self::Image { size, .. } => Contents::Image { size: *size },
-            Self::Schema1(_) => Contents::Image { size: None },
+            Self::Image { size, config, .. } => Contents::Image {
+                size: *size,
+                config: Some(config.clone()),
+            },
+            Self::Schema1(_) => Contents::Image {
+                size: None,
+                config: None,
+            },
         }
     }
 }
 
-/// Read an image config blob's platform.
-pub fn config_platform(body: &[u8]) -> Result<Platform, ResolveError> {
-    let raw: RawPlatform = serde_json::from_slice(body).map_err(|e| {
+/// An image config blob as the OCI image spec (and Docker's image JSON) lays it out, read for the fields
+/// that decide how a container starts. `null` is as good as absent for every field, as in Go.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    os: Option<String>,
+    architecture: Option<String>,
+    variant: Option<String>,
+    #[serde(rename = "os.version")]
+    os_version: Option<String>,
+    config: Option<RawRunConfig>,
+}
+
+/// The `config` object of an image config.
+#[derive(Debug, Default, Deserialize)]
+struct RawRunConfig {
+    #[serde(rename = "User")]
+    user: Option<String>,
+    #[serde(rename = "Entrypoint")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(rename = "Cmd")]
+    cmd: Option<Vec<String>>,
+}
+
+/// Read an image config blob.
+pub fn image_config(body: &[u8]) -> Result<ImageConfig, ResolveError> {
+    let raw: RawConfig = serde_json::from_slice(body).map_err(|e| {
         ResolveError::InvalidResponse(format!("image config is not valid JSON: {e}"))
     })?;
-    raw.platform().ok_or_else(|| {
+    let platform = RawPlatform {
+        os: raw.os,
+        architecture: raw.architecture,
+        variant: raw.variant,
+    }
+    .platform();
+    let run = raw.config.unwrap_or_default();
+    Ok(ImageConfig {
+        platform,
+        os_version: raw.os_version.filter(|v| !v.is_empty()),
+        user: run.user.unwrap_or_default(),
+        entrypoint: run.entrypoint.unwrap_or_default(),
+        cmd: run.cmd.unwrap_or_default(),
+    })
+}
+
+/// Read an image config blob's platform.
+pub fn config_platform(body: &[u8]) -> Result<Platform, ResolveError> {
+    platform_of(&image_config(body)?)
+}
+
+/// The platform an image config names, or why it names none.
+pub fn platform_of(config: &ImageConfig) -> Result<Platform, ResolveError> {
+    config.platform.clone().ok_or_else(|| {
         ResolveError::InvalidResponse("image config names no os/architecture".into())
     })
 }
@@ -225,6 +278,35 @@ mod tests {
             Ok(platform("linux/arm64"))
         );
         assert!(config_platform(br#"{"os":""}"#).is_err());
+    }
+
+    #[test]
+    fn an_image_config_says_how_the_container_starts() {
+        let body = br#"{"os":"windows","architecture":"amd64","os.version":"10.0.17763.5936",
+            "config":{"User":"1001:1001","Entrypoint":["/app"],"Cmd":["--serve"],"Env":["A=b"]},
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        assert_eq!(
+            image_config(body),
+            Ok(ImageConfig {
+                platform: Some(platform("windows/amd64")),
+                os_version: Some("10.0.17763.5936".into()),
+                user: "1001:1001".into(),
+                entrypoint: vec!["/app".into()],
+                cmd: vec!["--serve".into()],
+            })
+        );
+        // `null` and absent fields are the same: no user, no entrypoint, no command.
+        let bare = br#"{"architecture":"arm64","os":"linux","config":{"User":null,"Entrypoint":null,"Cmd":null}}"#;
+        let expected = ImageConfig {
+            platform: Some(platform("linux/arm64")),
+            ..ImageConfig::default()
+        };
+        assert_eq!(image_config(bare), Ok(expected.clone()));
+        let no_config = br#"{"architecture":"arm64","os":"linux"}"#;
+        assert_eq!(image_config(no_config), Ok(expected));
+        // A config of another shape is a broken answer, never a guess.
+        assert!(image_config(br#"{"config":{"Cmd":"sh"}}"#).is_err());
+        assert!(image_config(b"[]").is_err());
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::budget::{self, BudgetSink, RequestBudget};
 use super::hosts::{Endpoint, RegistryHosts};
 use super::{Found, ImageResolver, RegistryMetrics, RequestCounter};
 use crate::credentials::Credential;
-use crate::facts::{Budget, FailureClass, ManifestDigest, ResolveError};
+use crate::facts::{Budget, FailureClass, ImageConfig, ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
@@ -192,13 +192,18 @@ impl Client {
                 digest: ManifestDigest(digest),
                 platforms: None,
                 contents,
+                config: None,
             });
         }
-        let offered = self.offered(conv, parsed?).await;
+        let (offered, config) = match self.offered(conv, parsed?).await {
+            Ok((offered, config)) => (Ok(offered), config),
+            Err(error) => (Err(error), None),
+        };
         Ok(Found {
             digest: ManifestDigest(digest),
             platforms: Some(offered),
             contents,
+            config,
         })
     }
 
@@ -236,11 +241,22 @@ impl Client {
     /// The platforms a manifest offers: a single image's config names one; an index lists its entries'
     /// — and, as containerd does, an entry that names none is read for its own (its config, or the
     /// entries of a nested index), at most [`MAX_CHILDREN`] such manifests and [`MAX_DEPTH`] levels.
+    /// With them, a single image's config (read for its platform anyway).
     async fn offered(
         &self,
         conv: &Conversation<'_>,
         top: Manifest,
-    ) -> Result<Vec<Platform>, ResolveError> {
+    ) -> Result<(Vec<Platform>, Option<Arc<ImageConfig>>), ResolveError> {
+        if let Manifest::Image {
+            config,
+            config_size,
+            ..
+        } = &top
+        {
+            let config = self.config(conv, config, *config_size).await?;
+            let platform = manifest::platform_of(&config)?;
+            return Ok((vec![platform], Some(Arc::new(config))));
+        }
         let mut offered = Vec::new();
         let mut pending = vec![(top, 0_usize)];
         let mut children = 0;
@@ -251,7 +267,10 @@ impl Client {
                     config,
                     config_size,
                     ..
-                } => offered.push(self.config(conv, &config, config_size).await?),
+                } => {
+                    let config = self.config(conv, &config, config_size).await?;
+                    offered.push(manifest::platform_of(&config)?);
+                }
                 Manifest::Index(entries) => {
                     for entry in entries {
                         if let Some(platform) = entry.platform {
@@ -285,16 +304,24 @@ impl Client {
                 }
             }
         }
-        Ok(offered)
+        Ok((offered, None))
     }
 
-    /// The platform named by an image's config blob.
+    /// An image's config blob, read for what decides how its container starts.
     async fn config(
         &self,
         conv: &Conversation<'_>,
         digest: &str,
         size: Option<i64>,
-    ) -> Result<Platform, ResolveError> {
+    ) -> Result<ImageConfig, ResolveError> {
+        // The digest comes from the registry's manifest: only a digest goes into the URL.
+        let digest = digest
+            .parse::<crate::image::Digest>()
+            .map_err(|_| {
+                ResolveError::InvalidResponse("the image config's digest is not a digest".into())
+            })?
+            .to_string();
+        let digest = digest.as_str();
         let too_large = || ResolveError::TooLarge {
             what: "image config".into(),
             limit: http::size(manifest::MAX_CONFIG_BYTES),
@@ -313,7 +340,7 @@ impl Client {
             .body(manifest::MAX_CONFIG_BYTES, "image config")
             .await?;
         manifest::verify(&body, digest, "image config")?;
-        manifest::config_platform(&body)
+        manifest::image_config(&body)
     }
 
     /// Try each usable endpoint in order; the first success wins, else the last failure is returned.
@@ -322,15 +349,17 @@ impl Client {
         image: &ImageRef,
         credential: Option<&Credential>,
         requests: &RequestCounter,
-        op: Op,
+        op: Op<'_>,
     ) -> Result<Found, ResolveError> {
         let endpoints = self.hosts.endpoints(image.registry());
-        // As containerd: a digest can come from any host that may pull; a tag needs one that may resolve.
-        let usable: fn(&Endpoint) -> bool = if image.digest().is_some() {
-            |e| e.can_pull
-        } else {
-            |e| e.can_resolve && e.can_pull
-        };
+        // As containerd: a digest (a blob's too) can come from any host that may pull; a tag needs one
+        // that may resolve.
+        let usable: fn(&Endpoint) -> bool =
+            if image.digest().is_some() || matches!(op, Op::Config(_)) {
+                |e| e.can_pull
+            } else {
+                |e| e.can_resolve && e.can_pull
+            };
         let conversations = self.conversations(&endpoints, image, credential, requests, usable);
         let reference = reference(image);
         let mut last =
@@ -342,8 +371,15 @@ impl Client {
                     digest,
                     platforms: None,
                     contents: None,
+                    config: None,
                 }),
                 Op::Get { platforms } => self.get(conv, &reference, platforms).await,
+                Op::Config(digest) => self.config(conv, digest, None).await.map(|config| Found {
+                    digest: ManifestDigest(digest.to_owned()),
+                    platforms: None,
+                    contents: None,
+                    config: Some(Arc::new(config)),
+                }),
             };
             match result {
                 Ok(found) => return Ok(found),
@@ -422,9 +458,13 @@ fn digest_header(answer: &Answer) -> Option<String> {
 
 /// What to ask each endpoint.
 #[derive(Debug, Clone, Copy)]
-enum Op {
+enum Op<'a> {
     Head,
-    Get { platforms: bool },
+    Get {
+        platforms: bool,
+    },
+    /// The config blob with this digest.
+    Config(&'a str),
 }
 
 impl ImageResolver for Client {
@@ -450,6 +490,24 @@ impl ImageResolver for Client {
         requests: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Found, ResolveError>> {
         Box::pin(self.each_endpoint(image, credential, requests, Op::Get { platforms }))
+    }
+
+    fn config<'a>(
+        &'a self,
+        image: &'a ImageRef,
+        credential: Option<&'a Credential>,
+        digest: &'a str,
+        requests: &'a RequestCounter,
+    ) -> BoxFuture<'a, Result<ImageConfig, ResolveError>> {
+        Box::pin(async move {
+            let found = self
+                .each_endpoint(image, credential, requests, Op::Config(digest))
+                .await?;
+            let config = found
+                .config
+                .ok_or_else(|| ResolveError::InvalidResponse("no image config was read".into()))?;
+            Ok(Arc::unwrap_or_clone(config))
+        })
     }
 
     fn tags<'a>(

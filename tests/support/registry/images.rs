@@ -13,6 +13,24 @@ pub struct Platform {
     pub variant: Option<String>,
     /// Bytes of incompressible filler in a second layer (none when 0), for images of a known size.
     pub padding: usize,
+    /// What the image config says besides the platform.
+    pub config: ConfigSpec,
+}
+
+/// The image config fields a test sets (defaults: no `User`, no `Entrypoint`, `Cmd` the test file).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConfigSpec {
+    /// `User`; unset when `None`.
+    pub user: Option<String>,
+    /// `Entrypoint`; unset when `None`.
+    pub entrypoint: Option<Vec<String>>,
+    /// `Cmd`; the harness's `["/pullgate-test.txt"]` when `None`, unset when `Some(vec![])`.
+    pub cmd: Option<Vec<String>>,
+    /// `os.version` (Windows builds).
+    pub os_version: Option<String>,
+    /// The config names this `(os, architecture)` instead of the platform's own: an index entry that
+    /// lies about what its image is built for.
+    pub built_for: Option<(String, String)>,
 }
 
 impl Platform {
@@ -22,7 +40,38 @@ impl Platform {
             arch: arch.to_owned(),
             variant: None,
             padding: 0,
+            config: ConfigSpec::default(),
         }
+    }
+
+    /// The image config's `User`.
+    pub fn with_user(mut self, user: &str) -> Self {
+        self.config.user = Some(user.to_owned());
+        self
+    }
+
+    /// The image config's `Entrypoint`.
+    pub fn with_entrypoint(mut self, entrypoint: &[&str]) -> Self {
+        self.config.entrypoint = Some(entrypoint.iter().map(|w| (*w).to_owned()).collect());
+        self
+    }
+
+    /// No `Cmd` (and no `Entrypoint` unless set): nothing to run.
+    pub fn without_command(mut self) -> Self {
+        self.config.cmd = Some(Vec::new());
+        self
+    }
+
+    /// The image config's `os.version`.
+    pub fn with_os_version(mut self, version: &str) -> Self {
+        self.config.os_version = Some(version.to_owned());
+        self
+    }
+
+    /// The config claims `os/arch` whatever the index entry says.
+    pub fn built_for(mut self, os: &str, arch: &str) -> Self {
+        self.config.built_for = Some((os.to_owned(), arch.to_owned()));
+        self
     }
 
     pub fn linux(arch: &str) -> Self {
@@ -50,6 +99,9 @@ impl Platform {
         if let Some(variant) = &self.variant {
             value["variant"] = Value::from(variant.as_str());
         }
+        if let Some(version) = &self.config.os_version {
+            value["os.version"] = Value::from(version.as_str());
+        }
         value
     }
 }
@@ -68,12 +120,7 @@ impl fmt::Display for Platform {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ImageKind {
     /// One OCI image manifest.
-    Single {
-        os: String,
-        arch: String,
-        variant: Option<String>,
-        padding: usize,
-    },
+    Single(Platform),
     /// An OCI image index over OCI image manifests.
     OciIndex(Vec<Platform>),
     /// A Docker schema2 manifest list over Docker schema2 manifests.
@@ -86,18 +133,7 @@ pub enum ImageKind {
 
 impl ImageKind {
     pub fn single(platform: Platform) -> Self {
-        let Platform {
-            os,
-            arch,
-            variant,
-            padding,
-        } = platform;
-        Self::Single {
-            os,
-            arch,
-            variant,
-            padding,
-        }
+        Self::Single(platform)
     }
 }
 
@@ -204,18 +240,7 @@ pub async fn push_image_detailed(
         _ => Shape::Named,
     };
     let (media, platforms) = match kind {
-        ImageKind::Single {
-            os,
-            arch,
-            variant,
-            padding,
-        } => {
-            let platform = Platform {
-                os,
-                arch,
-                variant,
-                padding,
-            };
+        ImageKind::Single(platform) => {
             let (manifest, size) = push_platform(&client, &tagged, &OCI, &platform).await?;
             push_manifest(&client, &tagged, &manifest).await?;
             return Ok(PushedImage {
@@ -289,8 +314,24 @@ async fn push_platform(
         layers.push(Content::new(media.layer, gzip(&filler)?));
     }
     let mut config = platform.json();
+    let spec = &platform.config;
+    if let Some((os, arch)) = &spec.built_for {
+        config = json!({ "architecture": arch, "os": os });
+    }
     config["created"] = Value::from("1970-01-01T00:00:00Z");
-    config["config"] = json!({ "Cmd": ["/pullgate-test.txt"] });
+    let mut run = json!({});
+    match &spec.cmd {
+        None => run["Cmd"] = json!(["/pullgate-test.txt"]),
+        Some(cmd) if !cmd.is_empty() => run["Cmd"] = json!(cmd),
+        Some(_) => {}
+    }
+    if let Some(entrypoint) = &spec.entrypoint {
+        run["Entrypoint"] = json!(entrypoint);
+    }
+    if let Some(user) = &spec.user {
+        run["User"] = Value::from(user.as_str());
+    }
+    config["config"] = run;
     config["rootfs"] = json!({ "type": "layers", "diff_ids": diff_ids });
     config["history"] =
         json!([{ "created": "1970-01-01T00:00:00Z", "created_by": "pullgate test harness" }]);

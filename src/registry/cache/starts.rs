@@ -1,0 +1,121 @@
+//! What a node would start: the image config of the manifest each candidate platform's node pulls,
+//! read by digest and kept (configs are content-addressed), for the start rules.
+
+use std::sync::Arc;
+
+use super::{CachedResolver, Contents, manifest_key, pulled};
+use crate::credentials::Credential;
+use crate::facts::{ImageConfig, ResolveError, StartConfig};
+use crate::image::ImageRef;
+use crate::platform::Platform;
+use crate::registry::{Found, RequestCounter};
+
+impl CachedResolver {
+    /// What a node of each of `candidates` would start of `image` (resolved to `found`): the config of
+    /// the single image for every candidate; for an index, the config of the entry each candidate's
+    /// node would pick (none for a candidate no entry runs on, nor behind a nested index), with the
+    /// platform that entry claims. Manifests and configs are read by digest and kept: a digest seen
+    /// before costs no request. A Docker schema 1 image has no config blob: no configs.
+    pub async fn starts(
+        &self,
+        image: &ImageRef,
+        found: &Found,
+        credential: Option<&Credential>,
+        candidates: &[Platform],
+        requests: &RequestCounter,
+    ) -> Result<Vec<StartConfig>, ResolveError> {
+        let top = match &found.contents {
+            Some(
+                contents @ (Contents::Image {
+                    config: Some(_), ..
+                }
+                | Contents::Index(_)),
+            ) => {
+                let contents = Arc::new(contents.clone());
+                let key = manifest_key(image.name(), &found.digest.0);
+                self.contents.insert(key, contents.clone()).await;
+                contents
+            }
+            _ => {
+                self.contents_of(image, &found.digest.0, credential, requests)
+                    .await?
+            }
+        };
+        match &*top {
+            Contents::Image { config: None, .. } => Ok(Vec::new()),
+            Contents::Image {
+                config: Some(digest),
+                ..
+            } => {
+                if let Some(config) = &found.config {
+                    let key = manifest_key(image.name(), digest);
+                    self.configs.insert(key, config.clone()).await;
+                }
+                let config = self.config_of(image, digest, credential, requests).await?;
+                Ok(single_starts(candidates, &config))
+            }
+            Contents::Index(entries) => {
+                let mut starts = Vec::new();
+                for (candidate, (entry, digest)) in pulled(entries, candidates) {
+                    let child = self
+                        .contents_of(image, digest, credential, requests)
+                        .await?;
+                    let Contents::Image {
+                        config: Some(config),
+                        ..
+                    } = &*child
+                    else {
+                        continue;
+                    };
+                    let config = self.config_of(image, config, credential, requests).await?;
+                    starts.push(StartConfig {
+                        node: candidate.clone(),
+                        entry: Some((entry.clone(), None)),
+                        config,
+                    });
+                }
+                Ok(starts)
+            }
+        }
+    }
+
+    /// The image config `digest` of `image`'s repository: from the cache, else one `GET`.
+    async fn config_of(
+        &self,
+        image: &ImageRef,
+        digest: &str,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+    ) -> Result<Arc<ImageConfig>, ResolveError> {
+        let key = manifest_key(image.name(), digest);
+        let entry = self
+            .configs
+            .entry(key)
+            .or_try_insert_with(async {
+                let config = self
+                    .inner
+                    .config(image, credential, digest, requests)
+                    .await?;
+                Ok(Arc::new(config))
+            })
+            .await
+            .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
+        self.metrics.count("configs", !entry.is_fresh());
+        Ok(entry.into_value())
+    }
+}
+
+/// A single image's config, for every candidate platform.
+pub(super) fn single_starts(
+    candidates: &[Platform],
+    config: &Arc<ImageConfig>,
+) -> Vec<StartConfig> {
+    candidates
+        .iter()
+        .map(|node| StartConfig {
+            node: node.clone(),
+            entry: None,
+            config: config.clone(),
+        })
+        .collect()
+}
