@@ -63,6 +63,12 @@ impl Subject {
                     .os
                     .as_ref()
                     .and_then(|os| crate::platform::os_allowed(&workload.spec, &os.name)),
+                pod_windows: workload
+                    .spec
+                    .os
+                    .as_ref()
+                    .is_some_and(|os| os.name == "windows")
+                    || crate::platform::os_allowed(&workload.spec, "windows") == Some(true),
             },
             spec: workload.spec,
         }

@@ -31,6 +31,9 @@ pub struct Facts {
     /// declares ([`crate::platform::os_allowed`]); `None` when they do not constrain the OS, or it
     /// declares none.
     pub pod_os_allowed: Option<bool>,
+    /// The pod is meant for Windows nodes: it declares `spec.os.name: windows`, or its node selector or
+    /// affinity names Windows nodes.
+    pub pod_windows: bool,
 }
 
 /// One container to check, with its image parsed once.
@@ -71,6 +74,9 @@ pub struct RegistryNeed {
     /// A start rule (`run-as-non-root`, `command-specified`) needs what the image config says: read the
     /// config of what each platform the pod may land on pulls.
     pub config: bool,
+    /// `windows-build` applies: when the pod may land on Windows nodes, read the Windows builds the
+    /// image is built for.
+    pub windows: bool,
 }
 
 /// The registry's answers for one admission, by container image field path.
@@ -97,6 +103,10 @@ pub struct AuthAttempt {
 
 /// What resolving one image came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "Found is the common case: boxing it would cost an allocation per image on the warm path"
+)]
 pub enum ImageStatus {
     /// The image exists and the pod's credentials (or none) can pull it.
     Found {
@@ -110,6 +120,9 @@ pub enum ImageStatus {
         /// What a node of each platform the pod may land on would start (the image config of the
         /// manifest it selects); `None` when not asked.
         configs: Option<Result<Vec<StartConfig>, ResolveError>>,
+        /// The Windows builds the image is built for, when the pod may land on Windows nodes and
+        /// `windows-build` asked; `None` when not asked.
+        windows: Option<Result<WindowsOffer, ResolveError>>,
     },
     /// The registry says the tag, digest or repository does not exist; for a missing tag, the nearest
     /// existing tags when they were asked for.
@@ -173,6 +186,18 @@ pub struct StartConfig {
     /// The platform the selected index entry claims, with its `os.version` when it states one.
     pub entry: Option<(Platform, Option<String>)>,
     pub config: std::sync::Arc<ImageConfig>,
+}
+
+/// The Windows builds an image is built for (`os.version`), as a Windows node's containerd sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WindowsOffer {
+    /// An index: each entry's platform and `os.version`. A node pulls an entry whose build it runs, or
+    /// fails ("no matching manifest").
+    Index(Vec<(Platform, Option<String>)>),
+    /// A single image: its config's platform and `os.version`. It pulls anywhere; a process-isolated
+    /// container of another build does not start ("the container operating system does not match the
+    /// host operating system").
+    Single(Option<Platform>, Option<String>),
 }
 
 /// What a manifest lookup found missing.

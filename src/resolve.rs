@@ -22,7 +22,7 @@ use crate::facts::{
     Resolved, SecretProblemKind,
 };
 use crate::image::ImageRef;
-use crate::platform::{self, Platform};
+use crate::platform::{self, Platform, WindowsBuilds};
 use crate::registry::RequestCounter;
 use crate::registry::budget::BudgetSink;
 use crate::registry::cache::{CachedResolver, WarmNeed};
@@ -45,6 +45,8 @@ pub struct Resolver {
     node_credentials: Option<Arc<DockerConfig>>,
     /// Platforms of the cluster's nodes: from config, replaced by what Node labels say when discovered.
     node_platforms: watch::Receiver<Vec<Platform>>,
+    /// The Windows builds of the cluster's Windows nodes, likewise.
+    windows_builds: watch::Receiver<WindowsBuilds>,
     settings: ResolveSettings,
     limits: Mutex<HashMap<String, Arc<Semaphore>>>,
     /// Watched pull budgets that are below their threshold, by registry.
@@ -60,6 +62,7 @@ pub struct Resolver {
 #[derive(Debug, Clone)]
 pub struct Updates {
     node_platforms: watch::Sender<Vec<Platform>>,
+    windows_builds: watch::Sender<WindowsBuilds>,
     low_budgets: watch::Sender<BTreeMap<String, Budget>>,
     /// Below how many remaining pulls a registry's images are warned about: per registry
     /// (`rateLimitProbes[].warnBelow`), else `resolution.pullBudgetWarnBelow`.
@@ -72,6 +75,7 @@ impl Updates {
     pub fn new(node_platforms: Vec<Platform>, warn_below: (BTreeMap<String, u64>, u64)) -> Self {
         Self {
             node_platforms: watch::Sender::new(node_platforms),
+            windows_builds: watch::Sender::new(WindowsBuilds::new()),
             low_budgets: watch::Sender::new(BTreeMap::new()),
             warn_below: Arc::new(warn_below),
         }
@@ -88,6 +92,25 @@ impl Updates {
         if !platforms.is_empty() {
             self.node_platforms.send_replace(platforms);
         }
+    }
+
+    /// Replace the node platforms and, when any are known, the Windows nodes' builds (discovery): an
+    /// empty list keeps what the settings say.
+    pub fn set_nodes(&self, platforms: Vec<Platform>, builds: WindowsBuilds) {
+        self.set_node_platforms(platforms);
+        if !builds.is_empty() {
+            self.set_windows_builds(builds);
+        }
+    }
+
+    /// The Windows builds of the Windows nodes in use.
+    pub fn windows_builds(&self) -> WindowsBuilds {
+        self.windows_builds.borrow().clone()
+    }
+
+    /// Replace the Windows builds of the Windows nodes (from settings or Node labels).
+    pub fn set_windows_builds(&self, builds: WindowsBuilds) {
+        self.windows_builds.send_replace(builds);
     }
 
     /// The budget threshold of a registry.
@@ -139,6 +162,7 @@ impl Resolver {
             credentials,
             node_credentials,
             node_platforms: updates.node_platforms.subscribe(),
+            windows_builds: updates.windows_builds.subscribe(),
             settings,
             limits: Mutex::new(HashMap::new()),
             low_budgets: updates.low_budgets.subscribe(),
@@ -206,7 +230,13 @@ impl Resolver {
         if wanted.is_empty() {
             return resolved;
         }
-        let pod_platforms = platform::pod_platforms(spec, &self.node_platforms.borrow());
+        let mut pod_platforms = platform::pod_platforms(spec, &self.node_platforms.borrow());
+        if pod_platforms.has_windows() {
+            let known = self.windows_builds.borrow();
+            let candidates = &pod_platforms.candidates;
+            pod_platforms.windows_builds =
+                platform::windows::eligible_builds(spec, candidates, &known);
+        }
         let mut gather = std::pin::pin!(PodCredentials::gather(
             self.credentials.as_deref(),
             &facts.namespace,
@@ -415,14 +445,20 @@ impl Resolver {
             ),
             false => None,
         };
-        found_status(
-            found,
+        let windows = match need.windows && pod_platforms.has_windows() {
+            true => Some(
+                self.images
+                    .windows_offer(image, &found, credential, requests)
+                    .await,
+            ),
+            false => None,
+        };
+        let answers = Answers {
             sizes,
             configs,
-            need,
-            pod_platforms,
-            matching.problems,
-        )
+            windows,
+        };
+        found_status(found, answers, need, pod_platforms, matching.problems)
     }
 
     /// One image from the caches alone, when they hold all `need` asks for with the credential kubelet
@@ -444,6 +480,7 @@ impl Resolver {
             platforms: need.platforms,
             sizes: need.sizes.then_some(candidates),
             starts: need.config.then_some(candidates),
+            windows: need.windows && pod_platforms.has_windows(),
         };
         let warm = self.images.warm(image, credential.as_ref(), want).await?;
         let platforms = warm.platforms;
@@ -461,16 +498,23 @@ impl Resolver {
             secret_problems,
             sizes: warm.sizes.map(Ok),
             configs: warm.starts.map(Ok),
+            windows: warm.windows.map(Ok),
         })
     }
 }
 
 /// The status of a found image: its platforms compared with where the pod may land, its sizes, and the
 /// secret problems worth reporting although it pulls.
-fn found_status(
-    found: crate::registry::Found,
+/// What was read of a found image besides its platforms.
+struct Answers {
     sizes: Option<Result<Vec<crate::facts::PlatformSize>, ResolveError>>,
     configs: Option<Result<Vec<crate::facts::StartConfig>, ResolveError>>,
+    windows: Option<Result<crate::facts::WindowsOffer, ResolveError>>,
+}
+
+fn found_status(
+    found: crate::registry::Found,
+    answers: Answers,
     need: RegistryNeed,
     pod_platforms: &platform::PodPlatforms,
     problems: Vec<crate::facts::SecretProblem>,
@@ -485,8 +529,9 @@ fn found_status(
         digest: found.digest.0,
         platforms,
         secret_problems: reportable(problems),
-        sizes,
-        configs,
+        sizes: answers.sizes,
+        configs: answers.configs,
+        windows: answers.windows,
     }
 }
 

@@ -219,10 +219,13 @@ fn updates(settings: &Settings) -> Updates {
         .iter()
         .map(|probe| (probe.registry.to_string(), probe.warn_below))
         .collect();
-    Updates::new(
-        settings.node_platforms.clone(),
+    let (platforms, builds) = settings.nodes();
+    let updates = Updates::new(
+        platforms,
         (each, settings.resolution.pull_budget_warn_below),
-    )
+    );
+    updates.set_windows_builds(builds);
+    updates
 }
 
 /// The registry client: registry hosts (and CA files) loaded once, the network policy, the limits and

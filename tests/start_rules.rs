@@ -9,7 +9,7 @@ mod support;
 
 use check_common::{config, run};
 use pullgate::check::{Exit, Input, OutputFormat};
-use pullgate::platform::Platform as NodePlatform;
+use pullgate::platform::NodePlatform;
 use serde_json::{Value, json};
 use support::registry::{self, ImageKind, Platform, RegistryOptions, TestRegistry, push_image};
 use support::webhook::{
@@ -185,6 +185,21 @@ async fn an_image_with_nothing_to_run_is_denied_unless_the_container_gives_a_com
             let response = admit(&app, &deployment_review(container(starts.clone()))).await;
             assert_eq!(response["allowed"], true, "{starts}: {response}");
         }
+        // Asked first with a command (nothing read of its config), then without: the config is read
+        // then, not taken from what the first admission kept of the manifest.
+        let bare2 = ImageKind::single(Platform::linux("amd64").without_command().with_user("7"));
+        push_image(&reg, "team/bare2", "v1", bare2)
+            .await
+            .expect("push");
+        let image = format!("{}/team/bare2:v1", reg.host());
+        let spec = json!({"containers": [{"name": "app", "image": image, "command": ["/x"]}]});
+        assert_eq!(admit(&app, &pod_review(spec)).await["allowed"], true);
+        let spec = json!({"containers": [{"name": "app", "image": image}]});
+        let response = admit(&app, &pod_review(spec)).await;
+        assert!(
+            message(&response).contains("[command-specified]"),
+            "{response}"
+        );
         let entrypoint = format!("{}/team/entrypoint:v1", reg.host());
         let spec = json!({"containers": [{"name": "app", "image": entrypoint}]});
         let response = admit(&app, &pod_review(spec)).await;
@@ -251,7 +266,8 @@ async fn a_pod_that_declares_its_os_is_checked_against_where_it_may_land() {
         let reg = registry::start(RegistryOptions::default())
             .await
             .expect("registry");
-        let windows = ImageKind::single(Platform::windows_amd64().with_os_version("10.0.20348.2340"));
+        // No os.version: the build is windows-build's business, not this test's.
+        let windows = ImageKind::single(Platform::windows_amd64());
         push_image(&reg, "team/win", "v1", windows).await.expect("push");
         let app = app(&settings_for(&[&reg]), None, shipped_policies());
         let image = format!("{}/team/win:v1", reg.host());
@@ -363,6 +379,47 @@ async fn a_pod_that_leaves_nothing_to_the_image_config_costs_no_config_request()
         let before = reg.requests().len();
         assert_eq!(admit(&app, &pod_review(spec)).await["allowed"], true);
         assert_eq!(reg.requests().len(), before, "warm: no request");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn check_reads_windows_builds_from_node_platforms_in_the_settings() {
+    registry::install_crypto();
+    bounded(async {
+        let reg = registry::start(RegistryOptions::default())
+            .await
+            .expect("registry");
+        let ltsc2022 = Platform::windows_amd64().with_os_version("10.0.20348.2340");
+        push_image(&reg, "team/win", "v1", ImageKind::single(ltsc2022))
+            .await
+            .expect("push");
+        let mut settings = settings_for(&[&reg]);
+        settings.node_platforms = vec![
+            "linux/amd64".parse::<NodePlatform>().expect("platform"),
+            "windows/amd64:10.0.17763".parse().expect("platform"),
+        ];
+        let manifest = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: win, namespace: demo}}\nspec:\n  os: {{name: windows}}\n  nodeSelector: {{kubernetes.io/os: windows}}\n  containers:\n    - {{name: app, image: {}/team/win:v1, command: [app.exe]}}\n",
+            reg.host()
+        );
+        let report = run(
+            config(vec![Input::Stdin], settings.clone(), true, OutputFormat::Text),
+            &manifest,
+        )
+        .await;
+        assert_eq!(report.exit, Exit::Denied, "{report:?}");
+        assert!(
+            report.stdout.contains("[windows-build] the image is built for Windows 10.0.20348.2340 but windows/amd64 nodes run build 10.0.17763"),
+            "{}",
+            report.stdout
+        );
+        // The same settings through serve.
+        let app = app(&settings, None, shipped_policies());
+        let spec = json!({"os": {"name": "windows"}, "nodeSelector": {"kubernetes.io/os": "windows"},
+            "containers": [{"name": "app", "image": format!("{}/team/win:v1", reg.host()), "command": ["app.exe"]}]});
+        let said = message(&admit(&app, &pod_review(spec)).await);
+        assert!(said.contains("[windows-build]"), "{said}");
     })
     .await;
 }

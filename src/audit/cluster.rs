@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{Node, Pod, PodTemplate, ReplicationController};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use serde_json::Value;
 
-use crate::platform::{self, Platform};
+use crate::platform::{self, Platform, WindowsBuilds};
 use crate::workload::{Workload, WorkloadKind};
 
 /// Objects asked for per list request.
@@ -259,8 +259,11 @@ pub async fn list(client: &kube::Client, scope: &Scope, selector: Option<&str>) 
     listing
 }
 
-/// The platforms of the cluster's nodes, from one metadata-only list of Nodes.
-pub async fn node_platforms(client: kube::Client) -> Result<Vec<Platform>, kube::Error> {
+/// The platforms of the cluster's nodes and the builds of its Windows nodes, from one metadata-only
+/// list of Nodes.
+pub async fn node_platforms(
+    client: kube::Client,
+) -> Result<(Vec<Platform>, WindowsBuilds), kube::Error> {
     let nodes: Api<Node> = Api::all(client);
     let list = nodes.list_metadata(&ListParams::default()).await?;
     let labels: Vec<BTreeMap<String, String>> = list
@@ -268,5 +271,6 @@ pub async fn node_platforms(client: kube::Client) -> Result<Vec<Platform>, kube:
         .into_iter()
         .map(|node| node.metadata.labels.unwrap_or_default())
         .collect();
-    Ok(platform::from_node_labels(&labels))
+    let builds = platform::windows::builds_from_node_labels(&labels);
+    Ok((platform::from_node_labels(&labels), builds))
 }

@@ -132,8 +132,8 @@ impl Continuous {
             }
         };
         if self.settings.node_platform_discovery {
-            if let Ok(found) = cluster::node_platforms(self.client.clone()).await {
-                wired.updates.set_node_platforms(found);
+            if let Ok((platforms, builds)) = cluster::node_platforms(self.client.clone()).await {
+                wired.updates.set_nodes(platforms, builds);
             }
         }
         let mut workloads: Vec<Workload> = listing

@@ -164,7 +164,7 @@ pub async fn run(config: AuditConfig, io: Io<'_>) -> Exit {
         }
     };
     match node_platforms(client).await {
-        Ok(found) => wired.updates.set_node_platforms(found),
+        Ok((platforms, builds)) => wired.updates.set_nodes(platforms, builds),
         Err(error) => say(format!(
             "cannot list nodes ({}): unconstrained pods are checked against the settings' nodePlatforms",
             cluster::describe(&error)

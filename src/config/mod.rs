@@ -17,7 +17,7 @@ use serde::Deserialize;
 use clap::ValueEnum;
 
 use crate::image::RegistryHost;
-use crate::platform::Platform;
+use crate::platform::{NodePlatform, Platform};
 
 /// Default limit of an AdmissionReview body (the apiserver sends far less; 8 MiB leaves room for huge pods).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 8 * 1024 * 1024;
@@ -33,9 +33,10 @@ pub struct Settings {
     pub registries: BTreeMap<RegistryHost, RegistrySettings>,
     /// containerd's `certs.d` directory as on the nodes (`<dir>/<host>/hosts.toml`).
     pub containerd_hosts_dir: Option<PathBuf>,
-    /// Platforms of the cluster's nodes, for pods without an arch/os constraint.
+    /// Platforms of the cluster's nodes, for pods without an arch/os constraint; a Windows entry may
+    /// name its nodes' build (`windows/amd64:10.0.20348`).
     #[serde(default = "default_node_platforms")]
-    pub node_platforms: Vec<Platform>,
+    pub node_platforms: Vec<NodePlatform>,
     /// Read node platforms from Node labels when a Kubernetes API is available (needs `list` on nodes).
     #[serde(default = "enabled")]
     pub node_platform_discovery: bool,
@@ -160,11 +161,14 @@ fn enabled() -> bool {
     true
 }
 
-fn default_node_platforms() -> Vec<Platform> {
-    vec![Platform {
-        os: "linux".into(),
-        architecture: "amd64".into(),
-        variant: None,
+fn default_node_platforms() -> Vec<NodePlatform> {
+    vec![NodePlatform {
+        platform: Platform {
+            os: "linux".into(),
+            architecture: "amd64".into(),
+            variant: None,
+        },
+        windows_build: None,
     }]
 }
 
@@ -369,6 +373,11 @@ pub enum ConfigError {
 }
 
 impl Settings {
+    /// The node platforms of `nodePlatforms`, and the Windows builds its entries name.
+    pub fn nodes(&self) -> (Vec<Platform>, crate::platform::WindowsBuilds) {
+        crate::platform::windows::split_node_platforms(&self.node_platforms)
+    }
+
     /// Read and validate a config file.
     pub fn load(file: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {

@@ -15,9 +15,10 @@
 //!   platform and, in order, `amd64/vN` → `amd64/v(N-1)..v1` and `386`; `arm/vN` →
 //!   `arm/v(N-1)..v5`; `arm64` (`v8`) → `arm/v8..v5`; `arm64/v8.x` → `arm64/v8.(x-1)..v8` then
 //!   arm; `arm64/v9.x` → `arm64/v9.(x-1)..v9`, `arm64/v8.(x+5)..v8`, then arm. Nothing else
-//!   runs cross-architecture. Two deliberate differences: Windows `os.version` is not modelled
-//!   (a `windows/amd64` image is taken to run on any `windows/amd64` node), and an arm64 minor
-//!   variant of two digits (`v8.10`) is honoured where containerd only parses one digit.
+//!   runs cross-architecture. Windows `os.version` is not part of this comparison (a
+//!   `windows/amd64` image runs on any `windows/amd64` node here; [`windows`] compares builds, for
+//!   `windows-build`), and an arm64 minor variant of two digits (`v8.10`) is honoured where
+//!   containerd only parses one digit.
 //!
 //! **Scheduling follows kube-scheduler's NodeAffinity plugin**, restricted to the platform labels
 //! `kubernetes.io/os` and `kubernetes.io/arch` and their legacy `beta.kubernetes.io/` twins
@@ -43,9 +44,11 @@ use std::collections::BTreeSet;
 use std::fmt;
 
 mod scheduling;
+pub mod windows;
 
 pub use scheduling::{PodPlatforms, os_allowed, pod_platforms};
 use std::str::FromStr;
+pub use windows::{NodePlatform, WindowsBuilds};
 
 /// The stable node label holding the operating system (`GOOS`).
 const LABEL_OS: &str = "kubernetes.io/os";
@@ -302,6 +305,11 @@ pub enum PlatformError {
     /// A component is empty or uses characters outside `[A-Za-z0-9_.-]`.
     #[error("invalid platform {input:?}: component {component:?} is not [A-Za-z0-9_.-]+")]
     InvalidComponent { input: String, component: String },
+    /// A `:BUILD` on a node platform that is not Windows, or not `major.minor.build`.
+    #[error(
+        "invalid node platform {input:?}: only windows platforms take a build, written major.minor.build as the node label node.kubernetes.io/windows-build (windows/amd64:10.0.20348)"
+    )]
+    WindowsBuild { input: String },
 }
 
 /// How an image's platforms cover the platforms a pod may land on.

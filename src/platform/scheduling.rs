@@ -23,6 +23,16 @@ pub struct PodPlatforms {
     /// Platforms the scheduler may pick whose OS is not the one the pod declares in `spec.os.name`
     /// (kubelet rejects the pod there); empty when it declares none.
     pub other_os: Vec<Platform>,
+    /// For each Windows candidate whose nodes' builds are known, the builds of the nodes the pod may
+    /// land on ([`super::windows::eligible_builds`]); filled by the resolver.
+    pub windows_builds: super::WindowsBuilds,
+}
+
+impl PodPlatforms {
+    /// Whether the pod may land on Windows nodes.
+    pub fn has_windows(&self) -> bool {
+        self.candidates.iter().any(|p| p.os == "windows")
+    }
 }
 
 /// A platform label a scheduling constraint can name.
@@ -129,6 +139,9 @@ pub fn pod_platforms(spec: &PodSpec, node_platforms: &[Platform]) -> PodPlatform
 /// `os`: `None` when they do not constrain the operating system, else whether some allowed node may
 /// have it (architecture requirements aside).
 pub fn os_allowed(spec: &PodSpec, os: &str) -> Option<bool> {
+    if spec.node_selector.is_none() && spec.affinity.is_none() {
+        return None;
+    }
     let os = normalize_os(os);
     let on_os = |r: &Requirement| {
         !matches!(
@@ -199,6 +212,7 @@ fn scheduled(spec: &PodSpec, node_platforms: &[Platform], os: Option<&str>) -> P
             candidates: nodes.into_iter().collect(),
             constrained: false,
             other_os: Vec::new(),
+            windows_builds: super::WindowsBuilds::new(),
         };
     }
     let mut universe = nodes.clone();
@@ -223,6 +237,7 @@ fn scheduled(spec: &PodSpec, node_platforms: &[Platform], os: Option<&str>) -> P
         candidates: universe.into_iter().filter(|p| admits(p)).collect(),
         constrained,
         other_os: Vec::new(),
+        windows_builds: super::WindowsBuilds::new(),
     }
 }
 

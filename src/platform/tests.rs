@@ -136,7 +136,7 @@ fn runs_on(#[case] image: &str, #[case] node: &str, #[case] expected: bool) {
 #[case::match_fields_only(json!({}), json!([{"matchFields": [req("metadata.name", "In", &["n1"])]}]), &["linux/amd64"], &["linux/amd64"], false)]
 fn pod_platforms_from(#[case] selector: Value, #[case] terms: Value, #[case] nodes: &[&str], #[case] expected: &[&str], #[case] constrained: bool) {
     let got = pod_platforms(&spec(selector, terms), &ps(nodes));
-    assert_eq!(got, PodPlatforms { candidates: expected.iter().map(|s| p(s).normalized()).collect(), constrained, other_os: Vec::new() });
+    assert_eq!(got, PodPlatforms { candidates: expected.iter().map(|s| p(s).normalized()).collect(), constrained, other_os: Vec::new(), windows_builds: Default::default() });
 }
 
 const INDEX: &[&str] = &[
@@ -156,7 +156,7 @@ const INDEX: &[&str] = &[
 #[case::attestations_are_not_offered(INDEX, &["linux/ppc64le"], PlatformMatch::None { wanted: ps(&["linux/ppc64le"]), offered: ps(&["linux/amd64", "linux/arm64"]) })]
 #[case::only_attestations(&["unknown/unknown"], &["linux/amd64"], PlatformMatch::None { wanted: ps(&["linux/amd64"]), offered: vec![] })]
 fn compares(#[case] image: &[&str], #[case] candidates: &[&str], #[case] expected: PlatformMatch) {
-    let pod = PodPlatforms { candidates: ps(candidates), constrained: false, other_os: Vec::new() };
+    let pod = PodPlatforms { candidates: ps(candidates), constrained: false, other_os: Vec::new(), windows_builds: Default::default() };
     assert_eq!(compare(&ps(image), &pod), expected);
 }
 

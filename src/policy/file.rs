@@ -82,6 +82,7 @@ pub struct Rules {
     pub command_specified: Option<SimpleRule>,
     pub config_platform: Option<SimpleRule>,
     pub pod_os: Option<SimpleRule>,
+    pub windows_build: Option<SimpleRule>,
 }
 
 /// `image-size`: its action, and the largest compressed image a node may be asked to pull (default

@@ -11,6 +11,7 @@ mod resolved;
 mod rule_set;
 mod rules;
 pub mod start;
+mod windows_build;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -48,11 +49,12 @@ pub enum RuleId {
     CommandSpecified,
     ConfigPlatform,
     PodOs,
+    WindowsBuild,
 }
 
 impl RuleId {
     /// Every rule, in the order the README documents them.
-    pub const ALL: [RuleId; 17] = [
+    pub const ALL: [RuleId; 18] = [
         Self::ImageReferenceValid,
         Self::TagNotLatest,
         Self::PullPolicy,
@@ -70,6 +72,7 @@ impl RuleId {
         Self::CommandSpecified,
         Self::ConfigPlatform,
         Self::PodOs,
+        Self::WindowsBuild,
     ];
 
     /// Whether the rule needs an answer from the image's registry.
@@ -86,6 +89,7 @@ impl RuleId {
                 | Self::RunAsNonRoot
                 | Self::CommandSpecified
                 | Self::ConfigPlatform
+                | Self::WindowsBuild
         )
     }
 
@@ -117,6 +121,7 @@ impl RuleId {
             Self::CommandSpecified => "command-specified",
             Self::ConfigPlatform => "config-platform",
             Self::PodOs => "pod-os",
+            Self::WindowsBuild => "windows-build",
         }
     }
 
@@ -139,7 +144,8 @@ impl RuleId {
             | Self::RunAsNonRoot
             | Self::CommandSpecified
             | Self::ConfigPlatform
-            | Self::PodOs => Action::Deny,
+            | Self::PodOs
+            | Self::WindowsBuild => Action::Deny,
         }
     }
 }
@@ -375,6 +381,7 @@ impl CompiledPolicy {
                 RuleConfig::Start(RuleId::ConfigPlatform),
             ),
             simple(&r.pod_os, RuleConfig::Start(RuleId::PodOs)),
+            simple(&r.windows_build, RuleConfig::Start(RuleId::WindowsBuild)),
         ];
         Self {
             include: document.spec.include.clone(),

@@ -25,6 +25,7 @@ impl ContainerPlan {
             suggest_tags: self.suggest_tags && self.registry_rules.contains(RuleId::ImageExists),
             sizes: self.registry_rules.contains(RuleId::ImageSize),
             config: self.config,
+            windows: self.registry_rules.contains(RuleId::WindowsBuild),
         }
     }
 }
@@ -74,6 +75,10 @@ pub fn plan(facts: &Facts, policies: &PolicySet) -> Vec<ContainerPlan> {
                         RuleId::ConfigPlatform => {
                             config_platform = true;
                             false
+                        }
+                        // Only a pod meant for Windows nodes has a Windows build to match.
+                        RuleId::WindowsBuild => {
+                            facts.pod_windows && start::starts_a_process(container)
                         }
                         id => id.needs_registry(),
                     };

@@ -179,7 +179,9 @@ pub(super) fn verify_run_as_non_root_windows(
 /// The process a runtime starts, as containerd's CRI `WithProcessArgs` merges the container's
 /// `command`/`args` (as kubelet passes them: empty is unset) with the image's `Entrypoint`/`Cmd`:
 /// a command replaces the Entrypoint and drops the Cmd; args alone replace the Cmd; an Entrypoint of
-/// exactly `[""]` counts as none. Empty: the runtime refuses ("no command specified").
+/// exactly `[""]` counts as none. Empty: the runtime refuses ("no command specified"). The rule asks
+/// [`nothing_to_run`], which the tables check against this.
+#[cfg(test)]
 pub(super) fn process_args(
     command: Option<&[String]>,
     args: Option<&[String]>,
@@ -202,6 +204,22 @@ pub(super) fn process_args(
     entrypoint.iter().chain(args).cloned().collect()
 }
 
+/// Whether [`process_args`] comes to nothing (the runtime's "no command specified"), without building it.
+pub(super) fn nothing_to_run(
+    command: Option<&[String]>,
+    args: Option<&[String]>,
+    image: &ImageConfig,
+) -> bool {
+    let entrypoint = match image.entrypoint.as_slice() {
+        [only] if only.is_empty() => &[][..],
+        entrypoint => entrypoint,
+    };
+    command.is_none_or(<[String]>::is_empty)
+        && args.is_none_or(<[String]>::is_empty)
+        && entrypoint.is_empty()
+        && image.cmd.is_empty()
+}
+
 /// Whether `run-as-non-root` needs the image config for this container: the effective
 /// `runAsNonRoot` is true and nothing in the pod spec decides the user already (`runAsUser` on Linux,
 /// `runAsUserName` on Windows).
@@ -219,8 +237,12 @@ pub fn needs_user(container: &ContainerFacts, facts: &Facts) -> bool {
 
 /// Whether `command-specified` needs the image config: the container gives no command.
 pub fn needs_command(container: &ContainerFacts) -> bool {
+    starts_a_process(container) && container.spec.command.as_ref().is_none_or(Vec::is_empty)
+}
+
+/// Whether the image is run (a container), not only mounted (an image volume).
+pub fn starts_a_process(container: &ContainerFacts) -> bool {
     container.spec.list != ContainerList::ImageVolumes
-        && container.spec.command.as_ref().is_none_or(Vec::is_empty)
 }
 
 /// The start rule `id` for one container.
@@ -239,6 +261,7 @@ pub(super) fn check(
         RuleId::CommandSpecified => command_specified(container, resolved),
         RuleId::ConfigPlatform => config_platform(container, resolved),
         RuleId::PodOs => pod_os(container, facts, resolved),
+        RuleId::WindowsBuild => super::windows_build::check(container, resolved),
         _ => None,
     }
 }
@@ -256,16 +279,20 @@ fn starts<'a>(container: &ContainerFacts, resolved: &'a Resolved) -> Option<&'a 
 
 /// Which of `starts` fail, and what the outcome says: definitive when every candidate fails, a warning
 /// naming the platforms when only some do.
-fn per_platform(
-    starts: &[StartConfig],
+fn per_platform<'a>(
+    starts: impl Iterator<Item = &'a StartConfig>,
     fails: impl Fn(&StartConfig) -> Option<(String, String)>,
 ) -> Option<Outcome> {
-    let failing: Vec<(&Platform, (String, String))> = starts
-        .iter()
-        .filter_map(|start| Some((&start.node, fails(start)?)))
-        .collect();
+    let mut total = 0;
+    let mut failing: Vec<(&Platform, (String, String))> = Vec::new();
+    for start in starts {
+        total += 1;
+        if let Some(said) = fails(start) {
+            failing.push((&start.node, said));
+        }
+    }
     let (message, fix) = failing.first()?.1.clone();
-    if failing.len() == starts.len() {
+    if failing.len() == total {
         return Some(Outcome::new(message, fix));
     }
     // Only some nodes are a problem: the scheduler may still pick a good one, so warn.
@@ -295,7 +322,7 @@ pub(super) fn run_as_non_root(
         return Some(refusal_outcome(&NonRootRefusal::RunAsUserRoot, None));
     }
     let starts = starts(container, resolved)?;
-    per_platform(starts, |start| {
+    per_platform(starts.iter(), |start| {
         let refusal = if start.node.os == "windows" {
             let reported = user_from_image(&start.config.user);
             verify_run_as_non_root_windows(&effective, &reported.username).err()?
@@ -349,9 +376,9 @@ pub(super) fn command_specified(
     }
     let starts = starts(container, resolved)?;
     let spec = &container.spec;
-    per_platform(starts, |start| {
-        let process = process_args(spec.command.as_deref(), spec.args.as_deref(), &start.config);
-        process.is_empty().then(|| {
+    per_platform(starts.iter(), |start| {
+        let nothing = nothing_to_run(spec.command.as_deref(), spec.args.as_deref(), &start.config);
+        nothing.then(|| {
             (
                 "the image has no ENTRYPOINT or CMD and the container gives no command: the runtime refuses to create it (CreateContainerError: no command specified)".to_owned(),
                 "add command: [...] to the container, or build the image with an ENTRYPOINT or CMD".to_owned(),
@@ -365,12 +392,7 @@ pub(super) fn command_specified(
 /// and dies with `exec format error`.
 pub(super) fn config_platform(container: &ContainerFacts, resolved: &Resolved) -> Option<Outcome> {
     let starts = starts(container, resolved)?;
-    let starts: Vec<StartConfig> = starts
-        .iter()
-        .filter(|s| s.entry.is_some())
-        .cloned()
-        .collect();
-    per_platform(&starts, |start| {
+    per_platform(starts.iter().filter(|s| s.entry.is_some()), |start| {
         let (entry, _) = start.entry.as_ref()?;
         let built = start.config.platform.as_ref()?;
         if built.runs_on(&start.node) {

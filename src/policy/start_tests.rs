@@ -310,12 +310,12 @@ fn command_and_args_merge(
 ) {
     let command = command.map(strings);
     let args = args.map(strings);
-    let got = process_args(
-        command.as_deref(),
-        args.as_deref(),
-        &config(entrypoint, cmd),
-    );
+    let image = config(entrypoint, cmd);
+    let got = process_args(command.as_deref(), args.as_deref(), &image);
     assert_eq!(got, strings(expected));
+    // What the rule asks, without building the process, agrees.
+    let nothing = nothing_to_run(command.as_deref(), args.as_deref(), &image);
+    assert_eq!(nothing, expected.is_empty());
 }
 
 fn container(command: Option<&[&str]>, run_as: RunAs) -> ContainerFacts {
@@ -346,6 +346,7 @@ fn found(starts: Vec<StartConfig>) -> Resolved {
             secret_problems: Vec::new(),
             sizes: None,
             configs: Some(Ok(starts)),
+            windows: None,
         },
     );
     resolved
@@ -552,6 +553,7 @@ fn pod_os_denies_a_contradiction_and_warns_when_other_nodes_may_be_picked() {
         candidates: vec![platform("windows/amd64")],
         constrained: false,
         other_os: vec![platform("linux/amd64")],
+        windows_builds: Default::default(),
     });
     let outcome = pod_os(&pod, &loose, &resolved).expect("linux nodes too");
     assert!(!outcome.definitive);

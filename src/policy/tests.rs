@@ -236,11 +236,12 @@ fn planned(facts: &Facts, policies: &PolicySet) -> Vec<Vec<RuleId>> {
 #[test]
 fn every_registry_rule_of_the_shipped_policy_is_planned() {
     // No command and no runAsNonRoot: the config is read for the command (and then checked against
-    // the index entry), not for the user.
+    // the index entry), not for the user; a pod not meant for Windows has no Windows build to match.
     let facts = facts("demo", vec![container("a", "r.io/a:1", None)]);
     let all: Vec<RuleId> = RuleId::ALL
         .into_iter()
-        .filter(|r| r.needs_registry() && *r != RuleId::RunAsNonRoot)
+        .filter(|r| r.needs_registry())
+        .filter(|r| ![RuleId::RunAsNonRoot, RuleId::WindowsBuild].contains(r))
         .collect();
     assert_eq!(planned(&facts, &policies(SHIPPED)), vec![all]);
     let need = plan(&facts, &policies(SHIPPED))[0].need();
@@ -278,6 +279,15 @@ fn the_image_config_is_asked_for_only_when_the_pod_spec_leaves_it_open() {
     assert!(open.registry_rules.contains(RuleId::ConfigPlatform));
     // An empty command is no command (kubelet passes it as unset).
     assert!(with(Some(&[]), Default::default()).need().config);
+}
+
+#[test]
+fn only_a_pod_meant_for_windows_asks_for_the_windows_build() {
+    let mut windows = facts("demo", vec![container("a", "r.io/a:1", None)]);
+    assert!(!plan(&windows, &policies(SHIPPED))[0].need().windows);
+    windows.pod_windows = true;
+    let plan = plan(&windows, &policies(SHIPPED)).remove(0);
+    assert!(plan.need().windows && plan.registry_rules.contains(RuleId::WindowsBuild));
 }
 
 #[test]
@@ -343,6 +353,7 @@ fn weighed(name: &str, sizes: &[(&str, u64)]) -> Resolved {
         secret_problems: Vec::new(),
         sizes: Some(Ok(sizes)),
         configs: None,
+        windows: None,
     };
     Resolved {
         images: BTreeMap::from([(format!("spec.containers[{name}].image"), status)]),

@@ -65,8 +65,18 @@ pub enum Contents {
         size: Option<u64>,
         config: Option<String>,
     },
-    /// An index: the entries that name a platform, with their manifests' digests.
-    Index(Vec<(Platform, String)>),
+    /// An index: the entries that name a platform.
+    Index(Vec<IndexEntry>),
+}
+
+/// An index entry that names a platform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub platform: Platform,
+    /// The entry's manifest.
+    pub digest: String,
+    /// Its `os.version` (Windows builds), when it states one.
+    pub os_version: Option<String>,
 }
 
 /// Asks a registry about images, with one credential (or anonymously).

@@ -1,5 +1,6 @@
 //! Node platform discovery: the platforms unconstrained pods may land on, read from the Node objects'
-//! `kubernetes.io/os` / `kubernetes.io/arch` labels (metadata only) and refreshed periodically.
+//! `kubernetes.io/os` / `kubernetes.io/arch` labels (metadata only), and the Windows nodes' builds
+//! (`node.kubernetes.io/windows-build`), refreshed periodically.
 
 use std::time::Duration;
 
@@ -15,11 +16,13 @@ pub async fn keep_discovering(client: kube::Client, updates: Updates, interval: 
     loop {
         ticker.tick().await;
         match discover(client.clone()).await {
-            Ok(found) if !found.is_empty() => {
-                if found != updates.node_platforms() {
+            Ok((found, builds)) if !found.is_empty() => {
+                let builds_changed = !builds.is_empty() && builds != updates.windows_builds();
+                if found != updates.node_platforms() || builds_changed {
                     let shown: Vec<String> = found.iter().map(ToString::to_string).collect();
-                    tracing::info!(platforms = ?shown, "node platforms discovered from Node labels");
-                    updates.set_node_platforms(found);
+                    let windows: Vec<String> = builds.values().flatten().cloned().collect();
+                    tracing::info!(platforms = ?shown, windows_builds = ?windows, "node platforms discovered from Node labels");
+                    updates.set_nodes(found, builds);
                 }
                 failing = false;
             }

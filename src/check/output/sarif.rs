@@ -85,6 +85,10 @@ fn describe(rule: RuleId) -> (&'static str, &'static str) {
             "spec.os.name matches the nodes",
             "The pod declares the OS of every node it may be scheduled on (else kubelet rejects it: PodOSNotSupported).",
         ),
+        RuleId::WindowsBuild => (
+            "Image matches the Windows build",
+            "A Windows node runs only images of a build it is compatible with: an index needs an entry for the node's build (else no matching manifest), a single image the node's build (else the container operating system does not match the host).",
+        ),
         RuleId::RegistryReachable => (
             "Registry is reachable",
             "The image's registry answered within the time budget.",

@@ -27,7 +27,7 @@ use crate::credentials::Credential;
 use crate::facts::{ImageConfig, ManifestDigest, ResolveError};
 use crate::image::ImageRef;
 use crate::platform::Platform;
-use crate::registry::{Contents, Found, ImageResolver, RequestCounter};
+use crate::registry::{Contents, Found, ImageResolver, IndexEntry, RequestCounter};
 
 /// How long "this digest exists and this credential may pull it" is trusted.
 pub const EXISTENCE_TTL: Duration = Duration::from_secs(24 * 60 * 60);
@@ -80,8 +80,9 @@ struct ContentsEntry {
     digest: String,
     /// A single image's size (`null` when its manifest does not state every size).
     size: Option<u64>,
-    /// An index's entries that name a platform: `[platform, digest]`; `null` for a single image.
-    index: Option<Vec<(String, String)>>,
+    /// An index's entries that name a platform: `[platform, digest, os.version]`; `null` for a single
+    /// image. (Entries of two, written before os.version was kept, do not read: a miss.)
+    index: Option<Vec<(String, String, Option<String>)>>,
     /// A single image's config digest (`null` for Docker schema 1, and in entries written before
     /// pullgate read configs: such an entry is a miss).
     #[serde(default)]
@@ -311,7 +312,13 @@ impl DiskCache {
             Some(entries) => Contents::Index(
                 entries
                     .into_iter()
-                    .map(|(platform, digest)| Some((platform.parse().ok()?, digest)))
+                    .map(|(platform, digest, os_version)| {
+                        Some(IndexEntry {
+                            platform: platform.parse().ok()?,
+                            digest,
+                            os_version,
+                        })
+                    })
                     .collect::<Option<_>>()?,
             ),
         })
@@ -326,7 +333,13 @@ impl DiskCache {
                 Some(
                     entries
                         .iter()
-                        .map(|(p, d)| (p.to_string(), d.clone()))
+                        .map(|e| {
+                            (
+                                e.platform.to_string(),
+                                e.digest.clone(),
+                                e.os_version.clone(),
+                            )
+                        })
                         .collect(),
                 ),
                 None,

@@ -30,7 +30,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::{Contents, Found, ImageResolver, RequestCounter};
+use super::{Contents, Found, ImageResolver, IndexEntry, RequestCounter};
 use crate::credentials::Credential;
 use crate::facts::{ImageConfig, ManifestDigest, Missing, PlatformSize, ResolveError};
 use crate::image::ImageRef;
@@ -123,6 +123,9 @@ enum DigestOutcome {
         /// The platforms of `digest` once known (immutable, shared with the platform cache): a warm
         /// admission then reads this one entry.
         platforms: Option<Arc<Vec<Platform>>>,
+        /// A single image's config, when the lookup's own `GET` read it (shared with the config
+        /// cache): the start rules of a warm admission then need no other entry.
+        config: Option<Arc<ImageConfig>>,
     },
     NotFound(Missing),
 }
@@ -200,6 +203,15 @@ type Hasher = foldhash::fast::RandomState;
 /// benchmark measures about 480 bytes per entry with keys of ~80 bytes (README "Performance", P4).
 const ENTRY_OVERHEAD: usize = 400;
 
+/// The bytes an image config holds besides its fixed size.
+fn config_bytes(config: &ImageConfig) -> usize {
+    let words = config.entrypoint.iter().chain(&config.cmd);
+    config.user.len()
+        + config.os_version.as_ref().map_or(0, String::len)
+        + words.map(|w| w.len() + 24).sum::<usize>()
+        + std::mem::size_of::<ImageConfig>()
+}
+
 fn weight(bytes: usize) -> u32 {
     u32::try_from(bytes + ENTRY_OVERHEAD).unwrap_or(u32::MAX)
 }
@@ -217,7 +229,9 @@ impl CachedResolver {
                 .max_capacity(settings.max_bytes)
                 .weigher(|key: &DigestKey, value: &DigestOutcome| {
                     let value = match value {
-                        DigestOutcome::Found { digest, .. } => digest.0.len(),
+                        DigestOutcome::Found { digest, config, .. } => {
+                            digest.0.len() + config.as_deref().map_or(0, config_bytes)
+                        }
                         DigestOutcome::NotFound(_) => 0,
                     };
                     weight(key.len() + value)
@@ -239,8 +253,13 @@ impl CachedResolver {
                         Contents::Image { .. } => 0,
                         Contents::Index(entries) => entries
                             .iter()
-                            .map(|(p, digest)| {
-                                p.os.len() + p.architecture.len() + digest.len() + 48
+                            .map(|e| {
+                                let version = e.os_version.as_ref().map_or(0, String::len);
+                                e.platform.os.len()
+                                    + e.platform.architecture.len()
+                                    + e.digest.len()
+                                    + version
+                                    + 48
                             })
                             .sum(),
                     };
@@ -258,11 +277,7 @@ impl CachedResolver {
             configs: Cache::builder()
                 .max_capacity(settings.max_bytes)
                 .weigher(|key: &ManifestKey, config: &Arc<ImageConfig>| {
-                    let words = config.entrypoint.iter().chain(&config.cmd);
-                    let held = config.user.len()
-                        + config.os_version.as_ref().map_or(0, String::len)
-                        + words.map(|w| w.len() + 24).sum::<usize>();
-                    weight(key.len() + held)
+                    weight(key.len() + config_bytes(config))
                 })
                 .time_to_live(settings.platforms_ttl)
                 .build_with_hasher(Hasher::default()),
@@ -364,6 +379,7 @@ impl CachedResolver {
                         digest,
                         size,
                         platforms,
+                        config: config.clone(),
                     }),
                     Err(ResolveError::NotFound(missing)) => Ok(DigestOutcome::NotFound(missing)),
                     Err(error) => Err(error),
@@ -452,6 +468,9 @@ impl CachedResolver {
         requests: &RequestCounter,
     ) -> Result<Vec<PlatformSize>, ResolveError> {
         let top = match &found.contents {
+            // Learnt from the digest cache's entry: the size only (its config digest is not known
+            // there), so not kept as the manifest's contents.
+            Some(contents @ Contents::Image { config: None, .. }) => Arc::new(contents.clone()),
             Some(contents) => {
                 let contents = Arc::new(contents.clone());
                 let key = manifest_key(image.name(), &found.digest.0);
@@ -468,9 +487,9 @@ impl CachedResolver {
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
-        for (candidate, (_, digest)) in pulled(entries, candidates) {
+        for (candidate, entry) in pulled(entries, candidates) {
             let child = self
-                .contents_of(image, digest, credential, requests)
+                .contents_of(image, &entry.digest, credential, requests)
                 .await?;
             // A nested index, or a manifest that does not state every size: unknown.
             if let Contents::Image {
@@ -521,13 +540,13 @@ impl CachedResolver {
 }
 
 /// For each candidate platform some entry of an index runs on: the candidate, and the entry its node
-/// pulls ([`platform::preferred`]): the platform it claims and its manifest's digest.
+/// pulls ([`platform::preferred`]).
 fn pulled<'a>(
-    entries: &'a [(Platform, String)],
+    entries: &'a [IndexEntry],
     candidates: &'a [Platform],
-) -> impl Iterator<Item = (&'a Platform, &'a (Platform, String))> {
+) -> impl Iterator<Item = (&'a Platform, &'a IndexEntry)> {
     candidates.iter().filter_map(|candidate| {
-        let chosen = platform::preferred(candidate, entries.iter().map(|(p, _)| p))?;
+        let chosen = platform::preferred(candidate, entries.iter().map(|e| &e.platform))?;
         Some((candidate, &entries[chosen]))
     })
 }

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use super::{CachedResolver, Contents, manifest_key, pulled};
+use super::{CachedResolver, Contents, IndexEntry, manifest_key, pulled};
 use crate::credentials::Credential;
-use crate::facts::{ImageConfig, ResolveError, StartConfig};
+use crate::facts::{ImageConfig, ResolveError, StartConfig, WindowsOffer};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 use crate::registry::{Found, RequestCounter};
@@ -24,41 +24,25 @@ impl CachedResolver {
         candidates: &[Platform],
         requests: &RequestCounter,
     ) -> Result<Vec<StartConfig>, ResolveError> {
-        let top = match &found.contents {
-            Some(
-                contents @ (Contents::Image {
-                    config: Some(_), ..
-                }
-                | Contents::Index(_)),
-            ) => {
-                let contents = Arc::new(contents.clone());
-                let key = manifest_key(image.name(), &found.digest.0);
-                self.contents.insert(key, contents.clone()).await;
-                contents
-            }
-            _ => {
-                self.contents_of(image, &found.digest.0, credential, requests)
-                    .await?
-            }
-        };
+        let top = self
+            .top_contents(image, found, credential, requests)
+            .await?;
         match &*top {
             Contents::Image { config: None, .. } => Ok(Vec::new()),
             Contents::Image {
                 config: Some(digest),
                 ..
             } => {
-                if let Some(config) = &found.config {
-                    let key = manifest_key(image.name(), digest);
-                    self.configs.insert(key, config.clone()).await;
-                }
-                let config = self.config_of(image, digest, credential, requests).await?;
+                let config = self
+                    .single_config(image, found, digest, credential, requests)
+                    .await?;
                 Ok(single_starts(candidates, &config))
             }
             Contents::Index(entries) => {
                 let mut starts = Vec::new();
-                for (candidate, (entry, digest)) in pulled(entries, candidates) {
+                for (candidate, entry) in pulled(entries, candidates) {
                     let child = self
-                        .contents_of(image, digest, credential, requests)
+                        .contents_of(image, &entry.digest, credential, requests)
                         .await?;
                     let Contents::Image {
                         config: Some(config),
@@ -70,13 +54,85 @@ impl CachedResolver {
                     let config = self.config_of(image, config, credential, requests).await?;
                     starts.push(StartConfig {
                         node: candidate.clone(),
-                        entry: Some((entry.clone(), None)),
+                        entry: Some((entry.platform.clone(), entry.os_version.clone())),
                         config,
                     });
                 }
                 Ok(starts)
             }
         }
+    }
+
+    /// The Windows builds `image` (resolved to `found`) is built for: each index entry's `os.version`, or
+    /// a single image's config's (the config read for its platform, when that was read).
+    pub async fn windows_offer(
+        &self,
+        image: &ImageRef,
+        found: &Found,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+    ) -> Result<WindowsOffer, ResolveError> {
+        let top = self
+            .top_contents(image, found, credential, requests)
+            .await?;
+        match &*top {
+            Contents::Index(entries) => Ok(index_offer(entries)),
+            Contents::Image { config: None, .. } => Ok(WindowsOffer::Single(None, None)),
+            Contents::Image {
+                config: Some(digest),
+                ..
+            } => {
+                let config = self
+                    .single_config(image, found, digest, credential, requests)
+                    .await?;
+                Ok(single_offer(&config))
+            }
+        }
+    }
+
+    /// What the manifest `found` holds — from its own `GET` (then kept), else the cache or one `GET`
+    /// by digest.
+    async fn top_contents(
+        &self,
+        image: &ImageRef,
+        found: &Found,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+    ) -> Result<Arc<Contents>, ResolveError> {
+        match &found.contents {
+            Some(
+                contents @ (Contents::Image {
+                    config: Some(_), ..
+                }
+                | Contents::Index(_)),
+            ) => {
+                let contents = Arc::new(contents.clone());
+                let key = manifest_key(image.name(), &found.digest.0);
+                self.contents.insert(key, contents.clone()).await;
+                Ok(contents)
+            }
+            _ => {
+                self.contents_of(image, &found.digest.0, credential, requests)
+                    .await
+            }
+        }
+    }
+
+    /// A single image's config `digest`: the one its lookup read for the platform (then kept), else
+    /// [`config_of`](Self::config_of).
+    async fn single_config(
+        &self,
+        image: &ImageRef,
+        found: &Found,
+        digest: &str,
+        credential: Option<&Credential>,
+        requests: &RequestCounter,
+    ) -> Result<Arc<ImageConfig>, ResolveError> {
+        if let Some(config) = &found.config {
+            let key = manifest_key(image.name(), digest);
+            self.configs.insert(key, config.clone()).await;
+        }
+        self.config_of(image, digest, credential, requests).await
     }
 
     /// The image config `digest` of `image`'s repository: from the cache, else one `GET`.
@@ -118,4 +174,19 @@ pub(super) fn single_starts(
             config: config.clone(),
         })
         .collect()
+}
+
+/// An index's Windows builds: each entry's platform and `os.version`.
+pub(super) fn index_offer(entries: &[IndexEntry]) -> WindowsOffer {
+    let entries = entries.iter();
+    WindowsOffer::Index(
+        entries
+            .map(|e| (e.platform.clone(), e.os_version.clone()))
+            .collect(),
+    )
+}
+
+/// A single image's Windows build: its config's platform and `os.version`.
+pub(super) fn single_offer(config: &ImageConfig) -> WindowsOffer {
+    WindowsOffer::Single(config.platform.clone(), config.os_version.clone())
 }

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use moka::ops::compute::Op;
 
-use super::starts::single_starts;
+use super::starts::{index_offer, single_offer, single_starts};
 use super::{
     CachedResolver, Contents, DigestKey, DigestOutcome, digest_key, manifest_key, pulled, same_size,
 };
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, PlatformSize, StartConfig};
+use crate::facts::{ManifestDigest, PlatformSize, StartConfig, WindowsOffer};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
@@ -25,6 +25,7 @@ pub struct Warm {
     pub platforms: Option<Arc<Vec<Platform>>>,
     pub sizes: Option<Vec<PlatformSize>>,
     pub starts: Option<Vec<StartConfig>>,
+    pub windows: Option<WindowsOffer>,
 }
 
 /// What the warm path is asked besides the digest.
@@ -36,6 +37,8 @@ pub struct WarmNeed<'a> {
     pub sizes: Option<&'a [Platform]>,
     /// What a node of each of these would start (configs).
     pub starts: Option<&'a [Platform]>,
+    /// The Windows builds the image is built for.
+    pub windows: bool,
 }
 
 impl CachedResolver {
@@ -52,12 +55,14 @@ impl CachedResolver {
             platforms,
             sizes: candidates,
             starts,
+            windows,
         } = need;
         let key = digest_key(image, credential);
         let DigestOutcome::Found {
             digest,
             size,
             platforms: held,
+            config: held_config,
         } = self.digests.get(&key).await?
         else {
             return None;
@@ -79,9 +84,16 @@ impl CachedResolver {
             Some(candidates) => Some(self.warm_sizes(image, &digest, size, candidates).await?),
             None => None,
         };
-        let starts = match starts {
-            Some(candidates) => Some(self.warm_starts(image, &digest, candidates).await?),
-            None => None,
+        // A single image whose config its lookup read: the entry says it all.
+        let starts = match (starts, &held_config) {
+            (Some(candidates), Some(config)) => Some(single_starts(candidates, config)),
+            (Some(candidates), None) => Some(self.warm_starts(image, &digest, candidates).await?),
+            (None, _) => None,
+        };
+        let windows = match (windows, &held_config) {
+            (true, Some(config)) => Some(single_offer(config)),
+            (true, None) => Some(self.warm_windows(image, &digest).await?),
+            (false, _) => None,
         };
         self.metrics.count("digest", true);
         Some(Warm {
@@ -89,6 +101,25 @@ impl CachedResolver {
             platforms: offered,
             sizes,
             starts,
+            windows,
+        })
+    }
+
+    /// [`windows_offer`](CachedResolver::windows_offer) from the caches alone.
+    async fn warm_windows(
+        &self,
+        image: &ImageRef,
+        digest: &ManifestDigest,
+    ) -> Option<WindowsOffer> {
+        let name = image.name();
+        let top = self.contents.get(&manifest_key(name, &digest.0)).await?;
+        Some(match &*top {
+            Contents::Index(entries) => index_offer(entries),
+            Contents::Image { config: None, .. } => WindowsOffer::Single(None, None),
+            Contents::Image {
+                config: Some(config),
+                ..
+            } => single_offer(&*self.configs.get(&manifest_key(name, config)).await?),
         })
     }
 
@@ -115,8 +146,11 @@ impl CachedResolver {
             Contents::Index(entries) => entries,
         };
         let mut starts = Vec::new();
-        for (candidate, (entry, digest)) in pulled(entries, candidates) {
-            let child = self.contents.get(&manifest_key(name, digest)).await?;
+        for (candidate, entry) in pulled(entries, candidates) {
+            let child = self
+                .contents
+                .get(&manifest_key(name, &entry.digest))
+                .await?;
             let Contents::Image {
                 config: Some(config),
                 ..
@@ -128,7 +162,7 @@ impl CachedResolver {
             self.metrics.count("configs", true);
             starts.push(StartConfig {
                 node: candidate.clone(),
-                entry: Some((entry.clone(), None)),
+                entry: Some((entry.platform.clone(), entry.os_version.clone())),
                 config,
             });
         }
@@ -152,10 +186,12 @@ impl CachedResolver {
                         digest: held,
                         size,
                         platforms: None,
+                        config,
                     }) if held == *digest => Op::Put(DigestOutcome::Found {
                         digest: held,
                         size,
                         platforms: Some(offered.clone()),
+                        config,
                     }),
                     _ => Op::Nop,
                 };
@@ -183,8 +219,8 @@ impl CachedResolver {
             Contents::Index(entries) => entries,
         };
         let mut sizes = Vec::new();
-        for (candidate, (_, digest)) in pulled(entries, candidates) {
-            let key = manifest_key(name, digest);
+        for (candidate, entry) in pulled(entries, candidates) {
+            let key = manifest_key(name, &entry.digest);
             if let Contents::Image {
                 size: Some(bytes), ..
             } = *self.contents.get(&key).await?

@@ -54,6 +54,8 @@ pub struct Entry {
     /// `None` for an entry without `platform` (containerd then reads the child's config) — and for a
     /// nested index.
     pub platform: Option<Platform>,
+    /// The platform's `os.version` (Windows builds), when it states one.
+    pub os_version: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -75,6 +77,8 @@ pub struct RawPlatform {
     os: Option<String>,
     architecture: Option<String>,
     variant: Option<String>,
+    #[serde(rename = "os.version")]
+    os_version: Option<String>,
 }
 
 impl RawPlatform {
@@ -104,6 +108,11 @@ pub fn parse(body: &[u8], max_entries: usize) -> Result<Manifest, ResolveError> 
                 .map(|e| Entry {
                     digest: e.digest.clone(),
                     platform: e.platform.as_ref().and_then(RawPlatform::platform),
+                    os_version: e
+                        .platform
+                        .as_ref()
+                        .and_then(|p| p.os_version.clone())
+                        .filter(|v| !v.is_empty()),
                 })
                 .collect(),
         ));
@@ -133,12 +142,18 @@ pub fn parse(body: &[u8], max_entries: usize) -> Result<Manifest, ResolveError> 
 impl Manifest {
     /// What the manifest holds, for sizes.
     pub fn contents(&self) -> super::super::Contents {
-        use super::super::Contents;
+        use super::super::{Contents, IndexEntry};
         match self {
             Self::Index(entries) => Contents::Index(
                 entries
                     .iter()
-                    .filter_map(|e| Some((e.platform.clone()?, e.digest.clone())))
+                    .filter_map(|e| {
+                        Some(IndexEntry {
+                            platform: e.platform.clone()?,
+                            digest: e.digest.clone(),
+                            os_version: e.os_version.clone(),
+                        })
+                    })
                     .collect(),
             ),
             Self::Image { size, config, .. } => Contents::Image {
@@ -185,6 +200,7 @@ pub fn image_config(body: &[u8]) -> Result<ImageConfig, ResolveError> {
         os: raw.os,
         architecture: raw.architecture,
         variant: raw.variant,
+        os_version: None,
     }
     .platform();
     let run = raw.config.unwrap_or_default();
@@ -243,6 +259,7 @@ mod tests {
         let entry = |digest: &str, platform: Option<&str>| Entry {
             digest: digest.into(),
             platform: platform.map(|p| p.parse().expect("platform")),
+            os_version: None,
         };
         assert_eq!(
             parse(body, 1024),
