@@ -227,6 +227,10 @@ pub fn needs_user(container: &ContainerFacts, facts: &Facts) -> bool {
     if container.spec.list == ContainerList::ImageVolumes {
         return false;
     }
+    // Most pods do not ask for it: said before anything is copied.
+    if container.spec.run_as.non_root.or(facts.pod_run_as.non_root) != Some(true) {
+        return false;
+    }
     let effective = container.spec.run_as.over(&facts.pod_run_as);
     effective.non_root == Some(true)
         && match facts.pod_os.as_deref() {
@@ -309,13 +313,12 @@ pub(super) fn run_as_non_root(
     facts: &Facts,
     resolved: &Resolved,
 ) -> Option<Outcome> {
-    if container.spec.list == ContainerList::ImageVolumes {
+    if container.spec.list == ContainerList::ImageVolumes
+        || container.spec.run_as.non_root.or(facts.pod_run_as.non_root) != Some(true)
+    {
         return None;
     }
     let effective = container.spec.run_as.over(&facts.pod_run_as);
-    if effective.non_root != Some(true) {
-        return None;
-    }
     // A root runAsUser fails whatever the image (Linux nodes): no registry answer needed.
     let linux_only = facts.pod_os.as_deref() != Some("windows");
     if effective.user == Some(0) && linux_only {

@@ -20,7 +20,10 @@ struct BuildMiss<'a> {
 /// system does not match the host operating system"). Definitive when every eligible node's build
 /// misses; a warning when some do, or when the builds of the nodes are not known.
 pub(super) fn check(container: &ContainerFacts, resolved: &Resolved) -> Option<Outcome> {
-    let pod = resolved.pod_platforms.as_ref()?;
+    let pod = resolved
+        .pod_platforms
+        .as_ref()
+        .filter(|p| p.has_windows())?;
     let ImageStatus::Found {
         windows: Some(Ok(offer)),
         ..
