@@ -38,6 +38,7 @@ impl ImageResolver for Instant100k {
         _: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<Found, ResolveError>> {
         let digest = format!("sha256:{:064x}", fxhash(&image.to_string()));
+        let config_digest = format!("sha256:{:064x}", fxhash(&format!("config {image}")));
         Box::pin(async move {
             Ok(Found {
                 digest: ManifestDigest(digest),
@@ -48,9 +49,9 @@ impl ImageResolver for Instant100k {
                 ])),
                 contents: Some(pullgate::registry::Contents::Image {
                     size: Some(50 << 20),
-                    config: None,
+                    config: Some(config_digest.clone()),
                 }),
-                config: None,
+                config: Some(std::sync::Arc::new(instant_config())),
             })
         })
     }
@@ -62,11 +63,20 @@ impl ImageResolver for Instant100k {
         _: &'a str,
         _: &'a RequestCounter,
     ) -> BoxFuture<'a, Result<pullgate::facts::ImageConfig, ResolveError>> {
-        Box::pin(async { Ok(pullgate::facts::ImageConfig::default()) })
+        Box::pin(async { Ok(instant_config()) })
     }
 
     fn head_first(&self, _: &str) -> bool {
         false
+    }
+}
+
+/// Every image's config: linux/amd64, a command, no user (what the P1 pods' images are like).
+fn instant_config() -> pullgate::facts::ImageConfig {
+    pullgate::facts::ImageConfig {
+        platform: "linux/amd64".parse().ok(),
+        cmd: vec!["/app".to_owned()],
+        ..Default::default()
     }
 }
 
