@@ -119,7 +119,7 @@ pub enum ImageStatus {
         sizes: Option<Result<Vec<PlatformSize>, ResolveError>>,
         /// What a node of each platform the pod may land on would start (the image config of the
         /// manifest it selects); `None` when not asked.
-        configs: Option<Result<Vec<StartConfig>, ResolveError>>,
+        configs: Option<Result<Starts, ResolveError>>,
         /// The Windows builds the image is built for, when the pod may land on Windows nodes and
         /// `windows-build` asked; `None` when not asked.
         windows: Option<Result<WindowsOffer, ResolveError>>,
@@ -186,6 +186,47 @@ pub struct StartConfig {
     /// The platform the selected index entry claims, with its `os.version` when it states one.
     pub entry: Option<(Platform, Option<String>)>,
     pub config: std::sync::Arc<ImageConfig>,
+}
+
+/// What nodes of the platforms the pod may land on would start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Starts {
+    /// A single image: the same config on every node (shared, not copied per platform).
+    Single(std::sync::Arc<ImageConfig>),
+    /// An index: for each candidate platform some entry runs on, what its node pulls.
+    PerPlatform(Vec<StartConfig>),
+}
+
+/// One node platform's start, borrowed from [`Starts`].
+#[derive(Debug, Clone, Copy)]
+pub struct StartView<'a> {
+    pub node: &'a Platform,
+    /// The index entry the node selects: the platform it claims and its `os.version`.
+    pub entry: Option<&'a (Platform, Option<String>)>,
+    pub config: &'a ImageConfig,
+}
+
+impl Starts {
+    /// What a node of each of `candidates` (the pod's) starts: for a single image, every candidate;
+    /// for an index, the candidates some entry runs on.
+    pub fn each<'a>(&'a self, candidates: &'a [Platform]) -> impl Iterator<Item = StartView<'a>> {
+        let (single, list) = match self {
+            Starts::Single(config) => (Some(&**config), &[][..]),
+            Starts::PerPlatform(list) => (None, &list[..]),
+        };
+        let single = single.into_iter().flat_map(move |config| {
+            candidates.iter().map(move |node| StartView {
+                node,
+                entry: None,
+                config,
+            })
+        });
+        single.chain(list.iter().map(|s| StartView {
+            node: &s.node,
+            entry: s.entry.as_ref(),
+            config: &s.config,
+        }))
+    }
 }
 
 /// The Windows builds an image is built for (`os.version`), as a Windows node's containerd sees them.

@@ -508,7 +508,7 @@ impl Resolver {
 /// What was read of a found image besides its platforms.
 struct Answers {
     sizes: Option<Result<Vec<crate::facts::PlatformSize>, ResolveError>>,
-    configs: Option<Result<Vec<crate::facts::StartConfig>, ResolveError>>,
+    configs: Option<Result<crate::facts::Starts, ResolveError>>,
     windows: Option<Result<crate::facts::WindowsOffer, ResolveError>>,
 }
 

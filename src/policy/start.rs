@@ -18,7 +18,7 @@
 //! tables in `start_tests.rs` are the upstream tables.
 
 use super::rules::Outcome;
-use crate::facts::{ContainerFacts, Facts, ImageConfig, ImageStatus, Resolved, StartConfig};
+use crate::facts::{ContainerFacts, Facts, ImageConfig, ImageStatus, Resolved, StartView};
 use crate::platform::Platform;
 use crate::workload::{ContainerList, RunAs};
 
@@ -270,13 +270,20 @@ pub(super) fn check(
     }
 }
 
-/// The configs a node of each candidate would start, when the registry was asked for them.
-fn starts<'a>(container: &ContainerFacts, resolved: &'a Resolved) -> Option<&'a [StartConfig]> {
+/// What a node of each candidate would start, when the registry was asked for it.
+fn starts<'a>(
+    container: &ContainerFacts,
+    resolved: &'a Resolved,
+) -> Option<impl Iterator<Item = StartView<'a>>> {
+    let candidates = resolved
+        .pod_platforms
+        .as_ref()
+        .map_or(&[][..], |p| &p.candidates[..]);
     match resolved.images.get(&container.spec.image_path)? {
         ImageStatus::Found {
             configs: Some(Ok(starts)),
             ..
-        } => Some(starts),
+        } => Some(starts.each(candidates)),
         _ => None,
     }
 }
@@ -284,15 +291,15 @@ fn starts<'a>(container: &ContainerFacts, resolved: &'a Resolved) -> Option<&'a 
 /// Which of `starts` fail, and what the outcome says: definitive when every candidate fails, a warning
 /// naming the platforms when only some do.
 fn per_platform<'a>(
-    starts: impl Iterator<Item = &'a StartConfig>,
-    fails: impl Fn(&StartConfig) -> Option<(String, String)>,
+    starts: impl Iterator<Item = StartView<'a>>,
+    fails: impl Fn(&StartView) -> Option<(String, String)>,
 ) -> Option<Outcome> {
     let mut total = 0;
     let mut failing: Vec<(&Platform, (String, String))> = Vec::new();
     for start in starts {
         total += 1;
-        if let Some(said) = fails(start) {
-            failing.push((&start.node, said));
+        if let Some(said) = fails(&start) {
+            failing.push((start.node, said));
         }
     }
     let (message, fix) = failing.first()?.1.clone();
@@ -325,7 +332,7 @@ pub(super) fn run_as_non_root(
         return Some(refusal_outcome(&NonRootRefusal::RunAsUserRoot, None));
     }
     let starts = starts(container, resolved)?;
-    per_platform(starts.iter(), |start| {
+    per_platform(starts, |start| {
         let refusal = if start.node.os == "windows" {
             let reported = user_from_image(&start.config.user);
             verify_run_as_non_root_windows(&effective, &reported.username).err()?
@@ -379,8 +386,8 @@ pub(super) fn command_specified(
     }
     let starts = starts(container, resolved)?;
     let spec = &container.spec;
-    per_platform(starts.iter(), |start| {
-        let nothing = nothing_to_run(spec.command.as_deref(), spec.args.as_deref(), &start.config);
+    per_platform(starts, |start| {
+        let nothing = nothing_to_run(spec.command.as_deref(), spec.args.as_deref(), start.config);
         nothing.then(|| {
             (
                 "the image has no ENTRYPOINT or CMD and the container gives no command: the runtime refuses to create it (CreateContainerError: no command specified)".to_owned(),
@@ -395,10 +402,10 @@ pub(super) fn command_specified(
 /// and dies with `exec format error`.
 pub(super) fn config_platform(container: &ContainerFacts, resolved: &Resolved) -> Option<Outcome> {
     let starts = starts(container, resolved)?;
-    per_platform(starts.iter().filter(|s| s.entry.is_some()), |start| {
-        let (entry, _) = start.entry.as_ref()?;
+    per_platform(starts.filter(|s| s.entry.is_some()), |start| {
+        let (entry, _) = start.entry?;
         let built = start.config.platform.as_ref()?;
-        if built.runs_on(&start.node) {
+        if built.runs_on(start.node) {
             return None;
         }
         Some((

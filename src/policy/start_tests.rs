@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rstest::rstest;
 
 use super::*;
-use crate::facts::ImageStatus;
+use crate::facts::{ImageStatus, StartConfig, Starts};
 use crate::workload::ContainerSpec;
 
 fn run_as(non_root: Option<bool>, user: Option<i64>) -> RunAs {
@@ -345,7 +345,7 @@ fn found(starts: Vec<StartConfig>) -> Resolved {
             platforms: None,
             secret_problems: Vec::new(),
             sizes: None,
-            configs: Some(Ok(starts)),
+            configs: Some(Ok(Starts::PerPlatform(starts))),
             windows: None,
         },
     );
@@ -563,4 +563,27 @@ fn pod_os_denies_a_contradiction_and_warns_when_other_nodes_may_be_picked() {
         ..contradicts
     };
     assert_eq!(pod_os(&pod, &agrees, &resolved), None);
+}
+
+#[test]
+fn a_single_images_config_counts_for_every_platform_the_pod_may_land_on() {
+    let pod = container(None, run_as(Some(true), None));
+    let mut resolved = found(Vec::new());
+    if let Some(ImageStatus::Found { configs, .. }) =
+        resolved.images.get_mut("spec.containers[0].image")
+    {
+        *configs = Some(Ok(Starts::Single(Arc::new(user("0")))));
+    }
+    // No candidate: nothing to say.
+    assert_eq!(run_as_non_root(&pod, &Facts::default(), &resolved), None);
+    resolved.pod_platforms = Some(crate::platform::PodPlatforms {
+        candidates: vec![platform("linux/amd64"), platform("linux/arm64")],
+        constrained: false,
+        other_os: Vec::new(),
+        windows_builds: Default::default(),
+    });
+    let outcome = run_as_non_root(&pod, &Facts::default(), &resolved).expect("root");
+    assert!(outcome.definitive, "every platform refuses: {outcome:?}");
+    // A single image never lies about its index entry: it has none.
+    assert_eq!(config_platform(&pod, &resolved), None);
 }

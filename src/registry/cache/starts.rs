@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::{CachedResolver, Contents, IndexEntry, manifest_key, pulled};
 use crate::credentials::Credential;
-use crate::facts::{ImageConfig, ResolveError, StartConfig, WindowsOffer};
+use crate::facts::{ImageConfig, ResolveError, StartConfig, Starts, WindowsOffer};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 use crate::registry::{Found, RequestCounter};
@@ -23,12 +23,12 @@ impl CachedResolver {
         credential: Option<&Credential>,
         candidates: &[Platform],
         requests: &RequestCounter,
-    ) -> Result<Vec<StartConfig>, ResolveError> {
+    ) -> Result<Starts, ResolveError> {
         let top = self
             .top_contents(image, found, credential, requests)
             .await?;
         match &*top {
-            Contents::Image { config: None, .. } => Ok(Vec::new()),
+            Contents::Image { config: None, .. } => Ok(Starts::PerPlatform(Vec::new())),
             Contents::Image {
                 config: Some(digest),
                 ..
@@ -36,7 +36,7 @@ impl CachedResolver {
                 let config = self
                     .single_config(image, found, digest, credential, requests)
                     .await?;
-                Ok(single_starts(candidates, &config))
+                Ok(Starts::Single(config))
             }
             Contents::Index(entries) => {
                 let mut starts = Vec::new();
@@ -58,7 +58,7 @@ impl CachedResolver {
                         config,
                     });
                 }
-                Ok(starts)
+                Ok(Starts::PerPlatform(starts))
             }
         }
     }
@@ -159,21 +159,6 @@ impl CachedResolver {
         self.metrics.count("configs", !entry.is_fresh());
         Ok(entry.into_value())
     }
-}
-
-/// A single image's config, for every candidate platform.
-pub(super) fn single_starts(
-    candidates: &[Platform],
-    config: &Arc<ImageConfig>,
-) -> Vec<StartConfig> {
-    candidates
-        .iter()
-        .map(|node| StartConfig {
-            node: node.clone(),
-            entry: None,
-            config: config.clone(),
-        })
-        .collect()
 }
 
 /// An index's Windows builds: each entry's platform and `os.version`.

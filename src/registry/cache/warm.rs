@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use moka::ops::compute::Op;
 
-use super::starts::{index_offer, single_offer, single_starts};
+use super::starts::{index_offer, single_offer};
 use super::{
     CachedResolver, Contents, DigestKey, DigestOutcome, digest_key, manifest_key, pulled, same_size,
 };
 use crate::credentials::Credential;
-use crate::facts::{ManifestDigest, PlatformSize, StartConfig, WindowsOffer};
+use crate::facts::{ManifestDigest, PlatformSize, StartConfig, Starts, WindowsOffer};
 use crate::image::ImageRef;
 use crate::platform::Platform;
 
@@ -24,7 +24,7 @@ pub struct Warm {
     pub digest: ManifestDigest,
     pub platforms: Option<Arc<Vec<Platform>>>,
     pub sizes: Option<Vec<PlatformSize>>,
-    pub starts: Option<Vec<StartConfig>>,
+    pub starts: Option<Starts>,
     pub windows: Option<WindowsOffer>,
 }
 
@@ -86,7 +86,7 @@ impl CachedResolver {
         };
         // A single image whose config its lookup read: the entry says it all.
         let starts = match (starts, &held_config) {
-            (Some(candidates), Some(config)) => Some(single_starts(candidates, config)),
+            (Some(_), Some(config)) => Some(Starts::Single(config.clone())),
             (Some(candidates), None) => Some(self.warm_starts(image, &digest, candidates).await?),
             (None, _) => None,
         };
@@ -129,19 +129,19 @@ impl CachedResolver {
         image: &ImageRef,
         digest: &ManifestDigest,
         candidates: &[Platform],
-    ) -> Option<Vec<StartConfig>> {
+    ) -> Option<Starts> {
         let name = image.name();
         let top = self.contents.get(&manifest_key(name, &digest.0)).await?;
         self.metrics.count("contents", true);
         let entries = match &*top {
-            Contents::Image { config: None, .. } => return Some(Vec::new()),
+            Contents::Image { config: None, .. } => return Some(Starts::PerPlatform(Vec::new())),
             Contents::Image {
                 config: Some(config),
                 ..
             } => {
                 let config = self.configs.get(&manifest_key(name, config)).await?;
                 self.metrics.count("configs", true);
-                return Some(single_starts(candidates, &config));
+                return Some(Starts::Single(config));
             }
             Contents::Index(entries) => entries,
         };
@@ -166,7 +166,7 @@ impl CachedResolver {
                 config,
             });
         }
-        Some(starts)
+        Some(Starts::PerPlatform(starts))
     }
 
     /// Keep `offered` in the digest entry of `key` while it still names `digest`, without changing when
