@@ -5,7 +5,6 @@
 //! image's Entrypoint/Cmd and the given entrypoint/args without running anything (containers cannot
 //! run in this sandbox; creating one needs no OCI runtime). `./test.sh` installs podman when missing.
 
-use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
@@ -134,10 +133,5 @@ impl Podman {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("");
         Ok(Created::Refused(last.to_owned()))
-    }
-
-    /// The store's directory.
-    pub fn dir(&self) -> &Path {
-        self.dir.path()
     }
 }

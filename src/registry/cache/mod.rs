@@ -514,27 +514,40 @@ impl CachedResolver {
         requests: &RequestCounter,
     ) -> Result<Arc<Contents>, ResolveError> {
         let key = manifest_key(image.name(), digest);
-        let entry = self
-            .contents
-            .entry(key)
-            .or_try_insert_with(async {
-                // Only a miss needs the reference: pinning parses the digest.
-                let pinned = image.pinned(digest).map_err(|_| {
-                    ResolveError::InvalidResponse(format!(
-                        "the registry named a bad digest {digest:?}"
-                    ))
-                })?;
-                let found = self
-                    .inner
-                    .manifest(&pinned, credential, false, requests)
-                    .await?;
-                found.contents.map(Arc::new).ok_or_else(|| {
-                    ResolveError::InvalidResponse(format!("manifest {digest} is not a manifest"))
-                })
+        let fetch = async {
+            // Only a miss needs the reference: pinning parses the digest.
+            let pinned = image.pinned(digest).map_err(|_| {
+                ResolveError::InvalidResponse(format!("the registry named a bad digest {digest:?}"))
+            })?;
+            let found = self
+                .inner
+                .manifest(&pinned, credential, false, requests)
+                .await?;
+            found.contents.map(Arc::new).ok_or_else(|| {
+                ResolveError::InvalidResponse(format!("manifest {digest} is not a manifest"))
             })
+        };
+        self.kept(&self.contents, "contents", key, fetch).await
+    }
+
+    /// `key` of a content-addressed `cache`, else what `fetch` gives (kept; concurrent misses of one
+    /// key share one fetch), counted as a hit or a miss of `name`.
+    pub(super) async fn kept<V>(
+        &self,
+        cache: &Cache<ManifestKey, V, Hasher>,
+        name: &'static str,
+        key: ManifestKey,
+        fetch: impl std::future::Future<Output = Result<V, ResolveError>>,
+    ) -> Result<V, ResolveError>
+    where
+        V: Clone + Send + Sync + 'static,
+    {
+        let entry = cache
+            .entry(key)
+            .or_try_insert_with(fetch)
             .await
             .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-        self.metrics.count("contents", !entry.is_fresh());
+        self.metrics.count(name, !entry.is_fresh());
         Ok(entry.into_value())
     }
 }

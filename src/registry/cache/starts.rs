@@ -144,20 +144,14 @@ impl CachedResolver {
         requests: &RequestCounter,
     ) -> Result<Arc<ImageConfig>, ResolveError> {
         let key = manifest_key(image.name(), digest);
-        let entry = self
-            .configs
-            .entry(key)
-            .or_try_insert_with(async {
-                let config = self
-                    .inner
-                    .config(image, credential, digest, requests)
-                    .await?;
-                Ok(Arc::new(config))
-            })
-            .await
-            .map_err(|shared: Arc<ResolveError>| (*shared).clone())?;
-        self.metrics.count("configs", !entry.is_fresh());
-        Ok(entry.into_value())
+        let fetch = async {
+            let config = self
+                .inner
+                .config(image, credential, digest, requests)
+                .await?;
+            Ok(Arc::new(config))
+        };
+        self.kept(&self.configs, "configs", key, fetch).await
     }
 }
 
